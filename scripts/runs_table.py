@@ -1,0 +1,68 @@
+"""Print the runs of an MLflow experiment (or one sweep) as a table, read back through MLflow's client.
+
+python scripts/runs_table.py [--uri URI] [--experiment NAME] [--parent RUN_ID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from src import tracking
+
+COLUMNS = [
+    ("model", "params.model"),
+    ("backend", "params.backend"),
+    ("prec", "params.precision"),
+    ("batch", "params.batch_size"),
+    ("shape", "params.input_shape"),
+    ("device", "tags.gpu_name"),
+    ("status", "tags.status"),
+    ("img/s", "metrics.throughput_img_s"),
+    ("window img/s", "metrics.throughput_window_img_s"),
+    ("p50 ms", "metrics.latency_p50_ms"),
+    ("p99 ms", "metrics.latency_p99_ms"),
+    ("cov %", "metrics.latency_cov_pct"),
+    ("iters", "metrics.iterations"),
+    ("build s", "metrics.build_time_s"),
+    ("1st ms", "metrics.first_call_ms"),
+    ("peak MiB", "metrics.peak_mem_reserved_mib"),
+    ("reason", "tags.reason"),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--uri", default=None, help="tracking URI (default: as the benchmark resolves it)")
+    ap.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
+    ap.add_argument("--parent", default=None, help="only the children of this run")
+    a = ap.parse_args()
+    import mlflow
+
+    uri = tracking.tracking_uri(a.uri)
+    mlflow.set_tracking_uri(uri)
+    flt = "tags.kind = 'job'" + (f" and tags.mlflow.parentRunId = '{a.parent}'" if a.parent else "")
+    df = mlflow.search_runs(experiment_names=[a.experiment], filter_string=flt, order_by=["start_time ASC"])
+    if df.empty:
+        print(f"no runs in experiment '{a.experiment}' at {uri}")
+        return
+    rows = [[title for title, _ in COLUMNS]]
+    for _, run in df.iterrows():
+        row = []
+        for _, key in COLUMNS:
+            value = run.get(key)
+            if isinstance(value, float):
+                value = "" if value != value else f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+            text = "" if value is None else str(value)
+            row.append((text.splitlines() or [""])[0][:70])
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    main()

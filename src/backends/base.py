@@ -1,0 +1,55 @@
+"""The backend interface: what a way of running a model must provide."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from src.registry import NoOptions, Registry, parse_options
+from src.spec import PRECISIONS
+
+if TYPE_CHECKING:
+    import torch
+
+    from src.spec import ModelSpec
+
+BACKENDS: Registry[type[Backend]] = Registry("backend", "src.backends")
+
+
+class Backend(ABC):
+    """One way of running a model. Subclasses are registered with `@BACKENDS.register("<yaml name>")`.
+
+    Lifecycle in the measuring child: `supports` -> `prepare` (timed as the build) -> the returned callable
+    is timed -> `export` writes the artifact it built (if any) for MLflow.
+    """
+
+    precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+        self.tags: dict[str, str] = {}  # what the backend decided while preparing (logged as tags)
+
+    @classmethod
+    def parse_options(cls, name: str, options: dict[str, Any]) -> Any:
+        return parse_options(cls.Options, f"backend '{name}'", options)
+
+    @classmethod
+    def version(cls) -> str:
+        import torch
+
+        return torch.__version__
+
+    def supports(self, model: ModelSpec, device: torch.device) -> str | None:
+        """Why this backend cannot run this model on this device (the job ends `unsupported`), or None."""
+        return None
+
+    @abstractmethod
+    def prepare(self, model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], Any]:
+        """Turn the placed model (device, dtype and layout already applied) into the callable to time."""
+
+    def export(self, out_dir: Path) -> list[Path]:
+        """Write the artifact the backend built (engine, program, ...) into out_dir; return the files."""
+        return []

@@ -1,0 +1,148 @@
+"""The configuration schema (registered with Hydra's ConfigStore) and its validation into a `JobSpec`.
+
+YAML in `conf/` is merged onto these dataclasses, so a misspelt key or a wrong type fails at composition.
+`to_spec` then checks what types cannot: names against the registries, positive sizes, input shapes the
+model can take, precisions the backend can run. Every refusal names what is allowed, and happens before
+any model is built or any MLflow state is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from src.backends import BACKENDS
+from src.errors import ConfigError
+from src.models import MODELS
+from src.registry import load_plugins
+from src.spec import PRECISIONS, BackendSpec, JobSpec, MeasureSpec, ModelSpec
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    variant: str = MISSING
+    input_shape: list[int] = MISSING  # one sample, without the batch dimension
+    smoke_input_shape: list[int] = MISSING  # used instead when smoke=true (CPU tests, pipeline checks)
+    weights: str | None = None  # a local file; null: random initialisation
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BackendConfig:
+    name: str = MISSING
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PrecisionConfig:
+    name: str = MISSING
+    tf32: bool | None = None  # fp32 only; null keeps PyTorch's defaults
+
+
+@dataclass
+class GpuConfig:
+    index: str = "auto"  # auto | cpu | a CUDA device index
+
+
+@dataclass
+class MeasureConfig:
+    warmup_iters: int = 5
+    min_iters: int = 20
+    min_duration_s: float = 3.0
+    timeout_s: float = 1200.0  # per job, build included; the child is killed past it
+    seed: int = 0
+    cudnn_benchmark: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite in the project's mlruns/
+    experiment: str | None = None  # null: the parent run's, $MLFLOW_EXPERIMENT_NAME, else the default
+    run_name: str | None = None  # null: <model>-<backend>-<precision>-bs<batch>
+    log_engine: bool = True  # log the compiled artifact (TorchScript file, engine, ...)
+
+
+@dataclass
+class BenchConfig:
+    model: ModelConfig = MISSING
+    backend: BackendConfig = MISSING
+    precision: PrecisionConfig = MISSING
+    gpu: GpuConfig = MISSING
+    batch_size: int = 32
+    channels_last: bool = False
+    smoke: bool = False
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    plugins: list[str] = field(default_factory=list)  # extra modules that register models/backends
+
+
+ConfigStore.instance().store(name="base_config", node=BenchConfig)
+
+
+def to_spec(cfg: DictConfig) -> JobSpec:
+    """Validate a composed config into a JobSpec, or raise ConfigError naming what is allowed."""
+    own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # Hydra's node needs its runtime
+    c: dict[str, Any] = OmegaConf.to_container(own, resolve=True)  # type: ignore[assignment]
+    load_plugins(c.get("plugins") or [])
+    m, b, p = c["model"], c["backend"], c["precision"]
+    problems: list[str] = []
+
+    batch = c["batch_size"]
+    if not isinstance(batch, int) or batch <= 0:
+        problems.append(f"batch_size must be a positive integer, got {batch}")
+    if p["name"] not in PRECISIONS:
+        problems.append(f"unknown precision '{p['name']}'; allowed: {', '.join(PRECISIONS)}")
+    if p.get("tf32") is not None and p["name"] != "fp32":
+        problems.append(f"precision.tf32 applies to fp32 only, not {p['name']}")
+    gpu = str(c["gpu"]["index"])
+    if gpu not in ("auto", "cpu") and not (gpu.isdigit()):
+        problems.append(f"gpu '{gpu}' is not allowed; allowed: auto, cpu, or a CUDA device index (0, 1, ...)")
+    problems += _measure_problems(c["measure"])
+
+    shape = m["smoke_input_shape"] if c["smoke"] else m["input_shape"]
+    model = ModelSpec(m["name"], m["variant"], tuple(shape), m.get("weights"), dict(m.get("options") or {}))
+    backend = BackendSpec(b["name"], dict(b.get("options") or {}))
+    for check in (lambda: MODELS.get(model.name).check(model), lambda: _check_backend(backend, p["name"])):
+        try:
+            check()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return JobSpec(
+        model=model,
+        backend=backend,
+        precision=p["name"],
+        tf32=p.get("tf32"),
+        batch_size=batch,
+        gpu=gpu,
+        channels_last=bool(c["channels_last"]),
+        smoke=bool(c["smoke"]),
+        measure=MeasureSpec(**c["measure"]),
+        plugins=tuple(c.get("plugins") or ()),
+    )
+
+
+def _check_backend(backend: BackendSpec, precision: str) -> None:
+    cls = BACKENDS.get(backend.name)
+    cls.parse_options(backend.name, backend.options)
+    if precision in PRECISIONS and precision not in cls.precisions:
+        allowed = ", ".join(cls.precisions)
+        raise ConfigError(f"backend '{backend.name}' cannot run precision '{precision}'; allowed: {allowed}")
+
+
+def _measure_problems(m: dict[str, Any]) -> list[str]:
+    problems = []
+    if m["warmup_iters"] < 0:
+        problems.append(f"measure.warmup_iters must be >= 0, got {m['warmup_iters']}")
+    if m["min_iters"] < 1:
+        problems.append(f"measure.min_iters must be >= 1, got {m['min_iters']}")
+    if m["min_duration_s"] < 0:
+        problems.append(f"measure.min_duration_s must be >= 0, got {m['min_duration_s']}")
+    if m["timeout_s"] <= 0:
+        problems.append(f"measure.timeout_s must be > 0, got {m['timeout_s']}")
+    return problems

@@ -1,0 +1,195 @@
+"""One fresh child process per job, and the file protocol between it and the Hydra job that launched it.
+
+The child (`python -m src.worker JOB_DIR`) appends JSON lines to `JOB_DIR/progress.jsonl` as it goes
+(phase entered, params, tags, metrics, and finally a status line), flushing each, so whatever was measured
+survives a hang, a crash or a kill. The parent waits with a timeout, kills the child's whole process group
+when it runs over, and turns what the file holds (or the exit code and the tail of the child's log, when no
+status line came) into exactly one `JobResult`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from src import PROJECT_ROOT
+from src.errors import Status
+from src.spec import JobSpec
+
+PROGRESS = "progress.jsonl"
+CHILD_LOG = "child.log"
+ARTIFACTS = "artifacts"
+KILL_GRACE_S = 5.0
+LOG_TAIL_CHARS = 3000
+
+
+@dataclass
+class JobResult:
+    status: Status
+    reason: str = ""
+    phase: str = ""  # the last phase the child entered
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    exit_code: int | None = None
+    wall_s: float = 0.0
+
+
+class ProgressWriter:
+    """Child side: append-only, flushed JSON lines."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("a", encoding="utf-8")
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def phase(self, name: str) -> None:
+        self._write({"phase": name})
+
+    def params(self, values: dict[str, Any]) -> None:
+        self._write({"params": {k: str(v) for k, v in values.items()}})
+
+    def tags(self, values: dict[str, Any]) -> None:
+        self._write({"tags": {k: str(v) for k, v in values.items()}})
+
+    def metrics(self, values: dict[str, float]) -> None:
+        self._write({"metrics": {k: float(v) for k, v in values.items()}})
+
+    def status(self, status: Status, reason: str = "") -> None:
+        self._write({"status": status.value, "reason": reason})
+
+
+def read_progress(path: Path) -> tuple[JobResult, bool]:
+    """Parent side: fold the child's records into a result; the flag says whether a status line came."""
+    result = JobResult(status=Status.FAILED)
+    reported = False
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        result.phase = record.get("phase", result.phase)
+        result.params.update(record.get("params", {}))
+        result.tags.update(record.get("tags", {}))
+        result.metrics.update(record.get("metrics", {}))
+        if "status" in record:
+            result.status, result.reason, reported = Status(record["status"]), record.get("reason", ""), True
+    return result, reported
+
+
+def run_in_child(spec: JobSpec, job_dir: Path) -> JobResult:
+    """Run one job in a fresh interpreter; never raises for anything the child does."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / "spec.json").write_text(spec.to_json(), encoding="utf-8")
+    progress = job_dir / PROGRESS
+    progress.unlink(missing_ok=True)
+    timeout = spec.measure.timeout_s
+    oom_kills_before = oom_kill_count()
+    started = time.monotonic()
+    with (job_dir / CHILD_LOG).open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "src.worker", str(job_dir)],
+            cwd=PROJECT_ROOT,
+            env=child_environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a timeout kills everything it started
+        )
+        try:
+            code = proc.wait(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            code, timed_out = proc.returncode, True
+        except BaseException:  # Ctrl-C in the sweep: take the child down with us
+            _kill_group(proc)
+            raise
+    wall = time.monotonic() - started
+    result, reported = read_progress(progress)
+    result.exit_code, result.wall_s = code, wall
+    if reported:
+        if timed_out:  # it reported, then hung on the way out (e.g. in CUDA teardown)
+            result.tags["child_exit"] = f"killed {timeout:g} s after start, after reporting"
+    elif timed_out:
+        result.status = Status.TIMEOUT
+        result.reason = f"job ran past its timeout of {timeout:g} s (last phase: {result.phase or 'start'})"
+    elif code == -signal.SIGKILL and _rose(oom_kills_before, oom_kill_count()):
+        result.status = Status.OOM
+        result.reason = (
+            f"the kernel's out-of-memory killer ended the child in phase '{result.phase or 'start'}'"
+        )
+    else:
+        result.status = Status.FAILED
+        result.reason = f"child process {describe_exit(code)} in phase '{result.phase or 'start'}'"
+        tail = log_tail(job_dir / CHILD_LOG)
+        if tail:
+            result.reason += f"; end of its output:\n{tail}"
+    return result
+
+
+def child_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("MLFLOW_RUN_ID", None)  # the child never talks to MLflow
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # GPU indices as nvidia-smi and NVML number them
+    root = str(PROJECT_ROOT)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def oom_kill_count() -> int | None:
+    """The kernel's count of out-of-memory kills (all cgroups), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _rose(before: int | None, after: int | None) -> bool:
+    return before is not None and after is not None and after > before
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (possibly the kernel's out-of-memory killer)" if -code == signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with code {code} without reporting a result"
+
+
+def log_tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
+    if not path.exists():
+        return ""
+    text = path.read_bytes()[-chars:].decode("utf-8", errors="replace")
+    return text.strip()

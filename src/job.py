@@ -1,0 +1,157 @@
+"""What the measuring child does for one job: build, place, prepare, time, export.
+
+Runs in a fresh process (see `src.isolation`); reports through a `ProgressWriter` as it goes.
+"""
+
+from __future__ import annotations
+
+import csv
+import resource
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from src.backends import BACKENDS, Backend
+from src.envinfo import device_tags
+from src.errors import Unavailable, Unsupported
+from src.isolation import ARTIFACTS, ProgressWriter
+from src.measure import LoopSettings, summarize, synchronize, time_single_call_ms, timed_loop
+from src.models import MODELS, ModelDef
+from src.registry import load_plugins
+from src.spec import JobSpec
+
+if TYPE_CHECKING:
+    import torch
+
+
+def resolve_device(gpu: str) -> torch.device:
+    """`auto`: the first CUDA GPU, else the CPU; `cpu`; or a CUDA index that must exist."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpu == "cpu" or (gpu == "auto" and count == 0):
+        return torch.device("cpu")
+    if gpu == "auto":
+        return torch.device("cuda", 0)
+    index = int(gpu)
+    if index >= count:
+        visible = f"indices 0..{count - 1}" if count else "none; use gpu=cpu or gpu=auto"
+        raise Unavailable(f"GPU {index} was asked for but this host has {count} CUDA device(s) ({visible})")
+    return torch.device("cuda", index)
+
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def configure_torch(spec: JobSpec, device: torch.device) -> dict[str, str]:
+    import torch
+
+    torch.manual_seed(spec.measure.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = spec.measure.cudnn_benchmark
+        if spec.tf32 is not None:
+            torch.backends.cudnn.allow_tf32 = spec.tf32
+            torch.backends.cuda.matmul.allow_tf32 = spec.tf32
+    return {
+        "cudnn_benchmark": str(torch.backends.cudnn.benchmark).lower(),
+        "cudnn_allow_tf32": str(torch.backends.cudnn.allow_tf32).lower(),
+        "matmul_allow_tf32": str(torch.backends.cuda.matmul.allow_tf32).lower(),
+    }
+
+
+def place(
+    model: torch.nn.Module, spec: JobSpec, device: torch.device
+) -> tuple[torch.nn.Module, torch.Tensor]:
+    """Precision and memory layout, applied in this one place for every backend."""
+    import torch
+
+    dtype = getattr(torch, DTYPES[spec.precision])
+    generator = torch.Generator(device=device).manual_seed(spec.measure.seed)
+    x = torch.randn(spec.batch_shape, generator=generator, device=device, dtype=dtype)
+    model = model.requires_grad_(False).to(device=device, dtype=dtype)
+    if spec.channels_last:
+        fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+        if fmt is None:
+            raise Unsupported(f"channels_last needs a 4D or 5D input, got {x.dim()}D")
+        model, x = model.to(memory_format=fmt), x.contiguous(memory_format=fmt)
+    return model, x
+
+
+def memory_metrics(device: torch.device) -> dict[str, float]:
+    metrics = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # KiB on Linux
+    if device.type == "cuda":
+        import torch
+
+        metrics["peak_mem_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        metrics["peak_mem_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
+    return metrics
+
+
+def execute(spec: JobSpec, job_dir: Path, progress: ProgressWriter) -> None:
+    progress.phase("setup")
+    load_plugins(spec.plugins)
+    model_def = MODELS.get(spec.model.name)
+    backend_cls = BACKENDS.get(spec.backend.name)
+    backend = backend_cls(backend_cls.parse_options(spec.backend.name, spec.backend.options))
+    import torch
+
+    device = resolve_device(spec.gpu)
+    progress.params({"device": str(device)})
+    progress.tags({**device_tags(device), "backend_version": backend_cls.version(), "task": model_def.task})
+    why = backend.supports(spec.model, device)
+    if why:
+        raise Unsupported(why)
+    progress.tags(configure_torch(spec, device))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        _build_and_measure(spec, model_def, backend, device, job_dir / ARTIFACTS, progress)
+    finally:
+        progress.metrics(memory_metrics(device))
+
+
+def _build_and_measure(
+    spec: JobSpec,
+    model_def: type[ModelDef],
+    backend: Backend,
+    device: torch.device,
+    out: Path,
+    progress: ProgressWriter,
+) -> None:
+    import torch
+
+    progress.phase("build_model")
+    start = time.perf_counter()
+    try:
+        model = model_def.build(spec.model)
+    except ImportError as exc:
+        raise Unavailable(f"missing Python package '{exc.name}' (pip install {exc.name}): {exc}") from exc
+    model, x = place(model, spec, device)
+    synchronize(device)
+    progress.metrics({"model_load_s": time.perf_counter() - start})
+
+    progress.phase("compile")
+    start = time.perf_counter()
+    fn = backend.prepare(model, x)
+    synchronize(device)
+    progress.metrics({"build_time_s": time.perf_counter() - start})
+    progress.tags(backend.tags)
+
+    with torch.inference_mode():
+        progress.phase("first_call")
+        progress.metrics({"first_call_ms": time_single_call_ms(fn, x, device)})
+        progress.phase("measure")
+        m = spec.measure
+        timing = timed_loop(fn, x, device, LoopSettings(m.warmup_iters, m.min_iters, m.min_duration_s))
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "latencies_ms.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["iteration", "latency_ms"])
+        writer.writerows(enumerate(timing.latencies_ms))
+    progress.metrics(summarize(timing, spec.batch_size).to_dict())
+
+    progress.phase("export")
+    files = backend.export(out / "engine")
+    if files:
+        progress.metrics({"artifact_size_mib": sum(f.stat().st_size for f in files) / 2**20})
+        progress.tags({"artifact_files": ",".join(f.name for f in files)})

@@ -1,0 +1,131 @@
+"""Measurement, with fixed rules, in one place.
+
+Rules: inputs live on the device before timing starts; calls run under `torch.inference_mode()` (the
+caller's job); warm-up calls run first and are not timed; the device is synchronised at both edges of the
+timed window; each iteration is timed on the device (CUDA events on a GPU, `perf_counter_ns` on the CPU);
+the loop runs until BOTH `min_iters` iterations and `min_duration_s` seconds are reached.
+Throughput = batch size / mean latency. The window's wall time (sync to sync) is kept as a cross-check.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    warmup_iters: int
+    min_iters: int
+    min_duration_s: float
+
+
+@dataclass(frozen=True)
+class Timing:
+    latencies_ms: list[float]  # one per timed iteration, device time
+    window_s: float  # wall time of the timed window, synchronised at both edges
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    throughput_img_s: float
+    latency_mean_ms: float
+    latency_p50_ms: float
+    latency_p90_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    latency_std_ms: float
+    latency_cov_pct: float  # coefficient of variation, 100 * std / mean
+    iterations: int
+    window_s: float
+    throughput_window_img_s: float  # batch * iterations / window wall time
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def time_single_call_ms(fn: Callable[[Any], Any], x: Any, device: torch.device) -> float:
+    """Wall time of one call, synchronised before and after (first-call latency)."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn(x)
+    synchronize(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def timed_loop(fn: Callable[[Any], Any], x: Any, device: torch.device, settings: LoopSettings) -> Timing:
+    for _ in range(settings.warmup_iters):
+        fn(x)
+    synchronize(device)
+    if device.type == "cuda":
+        return _cuda_loop(fn, x, device, settings)
+    return _host_loop(fn, x, settings)
+
+
+def _done(iterations: int, start: float, settings: LoopSettings) -> bool:
+    return iterations >= settings.min_iters and time.perf_counter() - start >= settings.min_duration_s
+
+
+def _host_loop(fn: Callable[[Any], Any], x: Any, settings: LoopSettings) -> Timing:
+    latencies: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter_ns()
+        fn(x)
+        latencies.append((time.perf_counter_ns() - t0) / 1e6)
+        if _done(len(latencies), start, settings):
+            break
+    return Timing(latencies, time.perf_counter() - start)
+
+
+def _cuda_loop(fn: Callable[[Any], Any], x: Any, device: torch.device, settings: LoopSettings) -> Timing:
+    import torch
+
+    events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+    stream = torch.cuda.current_stream(device)
+    start = time.perf_counter()
+    while True:
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record(stream)
+        fn(x)
+        end.record(stream)
+        events.append((begin, end))
+        if _done(len(events), start, settings):
+            break
+    torch.cuda.synchronize(device)
+    window = time.perf_counter() - start
+    return Timing([b.elapsed_time(e) for b, e in events], window)
+
+
+def summarize(timing: Timing, batch_size: int) -> LatencyStats:
+    lat = np.asarray(timing.latencies_ms, dtype=np.float64)
+    mean = float(lat.mean())
+    std = float(lat.std(ddof=1)) if lat.size > 1 else 0.0
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(lat, [50, 90, 95, 99]))
+    return LatencyStats(
+        throughput_img_s=batch_size * 1e3 / mean,
+        latency_mean_ms=mean,
+        latency_p50_ms=p50,
+        latency_p90_ms=p90,
+        latency_p95_ms=p95,
+        latency_p99_ms=p99,
+        latency_std_ms=std,
+        latency_cov_pct=100.0 * std / mean if mean > 0 else 0.0,
+        iterations=int(lat.size),
+        window_s=timing.window_s,
+        throughput_window_img_s=batch_size * lat.size / timing.window_s if timing.window_s > 0 else 0.0,
+    )

@@ -1,0 +1,13 @@
+"""`mlflow run` entry: MLflow passes the `overrides` parameter as ONE shell-quoted word; split it here
+(shell rules, so quoted values keep their spaces) and hand the words to the Hydra entry point."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from src import bench
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *(word for arg in sys.argv[1:] for word in shlex.split(arg))]
+    bench.main()

@@ -1,0 +1,106 @@
+"""The typed, validated description of one job, shared by the Hydra process and the measuring child."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    variant: str
+    input_shape: tuple[int, ...]  # one sample, without the batch dimension
+    weights: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    warmup_iters: int = 5
+    min_iters: int = 20
+    min_duration_s: float = 3.0
+    timeout_s: float = 1200.0
+    seed: int = 0
+    cudnn_benchmark: bool = True
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    model: ModelSpec
+    backend: BackendSpec
+    precision: str
+    batch_size: int
+    gpu: str  # "auto", "cpu" or a CUDA device index
+    tf32: bool | None = None  # None: PyTorch's defaults (TF32 convolutions on, TF32 matmul off)
+    channels_last: bool = False
+    smoke: bool = False
+    measure: MeasureSpec = field(default_factory=MeasureSpec)
+    plugins: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.name}-{self.backend.name}-{self.precision}-bs{self.batch_size}"
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return (self.batch_size, *self.model.input_shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> JobSpec:
+        m = dict(d["model"])
+        m["input_shape"] = tuple(m["input_shape"])
+        return cls(
+            model=ModelSpec(**m),
+            backend=BackendSpec(**d["backend"]),
+            measure=MeasureSpec(**d["measure"]),
+            plugins=tuple(d.get("plugins", ())),
+            **{k: v for k, v in d.items() if k not in ("model", "backend", "measure", "plugins")},
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        return cls.from_dict(json.loads(text))
+
+    def params(self) -> dict[str, str]:
+        """Flat MLflow params: what was asked for (the device actually used is logged by the child)."""
+        p = {
+            "model": self.model.name,
+            "variant": self.model.variant,
+            "input_shape": "x".join(map(str, self.model.input_shape)),
+            "weights": self.model.weights or "random",
+            "backend": self.backend.name,
+            "precision": self.precision,
+            "tf32": "default" if self.tf32 is None else str(self.tf32).lower(),
+            "channels_last": str(self.channels_last).lower(),
+            "batch_size": str(self.batch_size),
+            "gpu": self.gpu,
+            "smoke": str(self.smoke).lower(),
+        }
+        p.update({f"model.{k}": _flat(v) for k, v in sorted(self.model.options.items())})
+        p.update({f"backend.{k}": _flat(v) for k, v in sorted(self.backend.options.items())})
+        p.update({f"measure.{k}": _flat(v) for k, v in sorted(asdict(self.measure).items())})
+        return p
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)

@@ -1,0 +1,124 @@
+"""MLflow: where runs go, one run per job (children of a sweep's parent run), and what each run holds.
+
+Only the Hydra process talks to MLflow; the measuring child never does, so a crash in the child cannot
+lose or corrupt a run. With no tracking URI configured, the store is SQLite inside the project's `mlruns/`
+(MLflow 3.13+ refuses the old file store), with artifacts under `mlruns/artifacts/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from src import PROJECT_ROOT
+from src.errors import Status
+from src.isolation import JobResult
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "inference-bench"
+MAX_TAG_CHARS = 7000
+# MLflow's run status for each job status: a measured OOM or an unsupported combination is a finished result.
+RUN_STATUS = {
+    Status.OK: "FINISHED",
+    Status.OOM: "FINISHED",
+    Status.UNSUPPORTED: "FINISHED",
+    Status.UNAVAILABLE: "FINISHED",
+    Status.TIMEOUT: "FAILED",
+    Status.FAILED: "FAILED",
+}
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    if configured:
+        return configured
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlruns' / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(unquote(urlparse(uri).path)).resolve()
+
+
+def open_client(uri: str):  # -> mlflow.MlflowClient; imported lazily, mlflow is slow to import
+    """A client on `uri`. The first client creates a SQLite store's tables: make it before parallel jobs."""
+    from mlflow import MlflowClient
+
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client, name: str | None, parent_run_id: str | None = None) -> str:
+    """The parent run's experiment if there is a parent, else the named one (created if missing)."""
+    from mlflow.exceptions import MlflowException
+
+    if parent_run_id:
+        return client.get_run(parent_run_id).info.experiment_id
+    name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    db = sqlite_path(client.tracking_uri)
+    location = None
+    if db is not None:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "experiment"
+        location = (db.parent / "artifacts" / slug).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by another process
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def log_all(
+    client,
+    run_id: str,
+    params: dict[str, str] | None = None,
+    metrics: dict[str, float] | None = None,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """One batch call where MLflow's limits allow (100 params/tags, 1000 entities per call)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    p = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+    m = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
+    t = [RunTag(k, str(v)[:MAX_TAG_CHARS]) for k, v in (tags or {}).items()]
+    for i in range(0, max(len(p), len(t), len(m), 1), 100):
+        client.log_batch(run_id, metrics=m[i : i + 100], params=p[i : i + 100], tags=t[i : i + 100])
+
+
+def start_run(client, exp_id: str, name: str, parent_run_id: str | None, tags: dict[str, str]) -> str:
+    all_tags = dict(tags)
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(exp_id, run_name=name, tags=all_tags)
+    return run.info.run_id
+
+
+def finish_job_run(client, run_id: str, result: JobResult, artifact_dirs: Iterable[Path]) -> None:
+    tags = {**result.tags, "status": result.status.value, "phase": result.phase}
+    if result.reason:
+        tags["reason"] = result.reason
+    if result.exit_code is not None:
+        tags["child_exit_code"] = str(result.exit_code)
+    metrics = {**result.metrics, "job_wall_s": result.wall_s}
+    log_all(client, run_id, params=result.params, metrics=metrics, tags=tags)
+    for directory in artifact_dirs:
+        if directory.is_dir() and any(directory.iterdir()):
+            client.log_artifacts(run_id, str(directory))
+    client.set_terminated(run_id, RUN_STATUS[result.status])
+
+
+def children(client, parent_run_id: str) -> list:
+    exp_id = client.get_run(parent_run_id).info.experiment_id
+    return client.search_runs(
+        [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=50000
+    )

@@ -1,0 +1,126 @@
+"""Config composition for every option of every group, registry <-> YAML parity, and refusals of bad input."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from src import PROJECT_ROOT
+from src.backends import BACKENDS
+from src.errors import ConfigError
+from src.models import MODELS
+from src.spec import PRECISIONS
+from tests.conftest import make_spec
+
+CONF = PROJECT_ROOT / "conf"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", ["model", "backend", "precision", "gpu"])
+def test_every_option_of_every_group_composes_and_validates(group: str) -> None:
+    for option in options(group):
+        spec = make_spec(f"{group}={option}", "smoke=true")
+        if group in ("model", "backend"):
+            assert getattr(spec, group).name == option
+        elif group == "precision":
+            assert spec.precision == option
+        else:
+            assert spec.gpu == option
+
+
+def test_an_explicit_gpu_index_is_accepted() -> None:
+    assert make_spec("gpu.index=1").gpu == "1"
+
+
+def in_tree(registry) -> list[str]:
+    """Entries defined in src/ (tests register extra ones through plugins)."""
+    return [n for n in registry.names() if registry.get(n).__module__.startswith("src.")]
+
+
+def test_registries_match_the_yaml_files() -> None:
+    assert in_tree(MODELS) == options("model")
+    assert in_tree(BACKENDS) == options("backend")
+    assert sorted(PRECISIONS) == options("precision")
+    for group in ("model", "backend", "precision"):
+        for option in options(group):
+            assert yaml.safe_load((CONF / group / f"{option}.yaml").read_text())["name"] == option
+
+
+def test_defaults_are_the_study_settings() -> None:
+    spec = make_spec()
+    assert (spec.model.name, spec.model.variant, spec.model.input_shape) == (
+        "densenet",
+        "densenet201",
+        (3, 224, 224),
+    )
+    assert (spec.backend.name, spec.precision, spec.batch_size, spec.gpu) == ("eager", "fp32", 32, "auto")
+    primary = yaml.safe_load((CONF / "config.yaml").read_text())
+    assert primary["hydra"]["callbacks"]["bench"]["_target_"] == "src.callbacks.BenchCallback"
+    yolo, seg = make_spec("model=yolo"), make_spec("model=segresnet")
+    assert (yolo.model.variant, yolo.model.input_shape) == ("yolov5s", (3, 640, 640))
+    assert seg.model.input_shape == (4, 240, 240, 160)
+    assert seg.model.options["blocks_down"] == [1, 2, 2, 4] and seg.model.options["init_filters"] == 16
+
+
+def test_smoke_uses_each_models_tiny_shape() -> None:
+    assert make_spec("model=segresnet", "smoke=true").model.input_shape == (4, 16, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["batch_size=0"], "batch_size must be a positive integer, got 0"),
+        (["batch_size=-3"], "batch_size must be a positive integer"),
+        (["model=segresnet", "model.input_shape=[4,20,20,20]"], "divisible by 8, got 20, 20, 20"),
+        (["model=segresnet", "model.input_shape=[4,16,16]"], "must be [C, D, H, W]"),
+        (["model=yolo", "model.input_shape=[3,100,100]"], "divisible by 32"),
+        (["model=densenet", "model.input_shape=[1,224,224]"], "needs 3 channels"),
+        (
+            ["model=densenet", "model.variant=densenet999"],
+            "allowed: densenet121, densenet161, densenet169, densenet201",
+        ),
+        (["model=yolo", "model.variant=yolov99s"], "allowed: one of"),
+        (["model.weights=/no/such/file.pt"], "weights file not found"),
+        (["precision.name=fp8"], "allowed: fp32, fp16, bf16"),
+        (["precision=fp16", "precision.tf32=true"], "tf32 applies to fp32 only"),
+        (["backend=torchscript", "backend.options.method=jit"], "allowed: auto, trace, script"),
+        (["backend=torchscript", "backend.options.fuser=nvfuser"], "allowed: auto, nnc, none"),
+        (["+model.options.colour=red"], "unknown option(s) colour; allowed: num_classes"),
+        (["gpu.index=first"], "allowed: auto, cpu, or a CUDA device index"),
+        (["measure.min_iters=0"], "measure.min_iters must be >= 1"),
+        (["measure.timeout_s=0"], "measure.timeout_s must be > 0"),
+    ],
+)
+def test_bad_input_is_refused_naming_what_is_allowed(overrides: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        make_spec(*overrides)
+    assert expected in str(err.value)
+
+
+@pytest.mark.parametrize(("key", "registry"), [("model", MODELS), ("backend", BACKENDS)])
+def test_an_unknown_name_is_refused_listing_every_registered_one(key: str, registry) -> None:
+    with pytest.raises(ConfigError, match=f"unknown {key} 'nonesuch'; allowed: ") as err:
+        make_spec(f"{key}.name=nonesuch")
+    assert all(name in str(err.value) for name in in_tree(registry))
+
+
+def test_a_precision_the_backend_cannot_run_is_refused() -> None:
+    overrides = ["plugins=[tests.plugins.narrow_backend]", "backend.name=fp32_only"]
+    assert make_spec(*overrides).backend.name == "fp32_only"
+    with pytest.raises(ConfigError, match="backend 'fp32_only' cannot run precision 'fp16'; allowed: fp32"):
+        make_spec(*overrides, "precision=fp16")
+
+
+def test_spec_round_trips_through_json_and_gives_flat_params() -> None:
+    spec = make_spec("model=segresnet", "backend=torchscript", "smoke=true")
+    from src.spec import JobSpec
+
+    assert JobSpec.from_json(spec.to_json()) == spec.__class__.from_dict(spec.to_dict())
+    params = spec.params()
+    assert params["input_shape"] == "4x16x16x16"
+    assert params["model.blocks_down"] == "1,2,2,4"
+    assert params["backend.method"] == "auto"
+    assert params["measure.min_duration_s"] == "3.0"

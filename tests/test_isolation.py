@@ -1,0 +1,92 @@
+"""Real child processes: a hang past the timeout, a crash, a real allocator OOM, and a normal job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from src import isolation
+from src.errors import Status
+from src.isolation import PROGRESS, read_progress, run_in_child
+from tests.conftest import QUICK, fault_overrides, make_spec
+
+
+def run(model: str, tmp_path: Path, *overrides: str):
+    spec = make_spec(*fault_overrides(model), *QUICK, "batch_size=2", *overrides)
+    return run_in_child(spec, tmp_path / model)
+
+
+def test_a_normal_job_reports_ok_with_its_metrics(tmp_path: Path) -> None:
+    result = run("sleepy", tmp_path)
+    assert result.status is Status.OK and result.reason == "" and result.exit_code == 0
+    assert result.phase == "done"
+    assert 19.5 <= result.metrics["latency_p50_ms"] <= 40  # sleep_ms: 20 in the test model's YAML
+    assert result.params["device"] in ("cpu", "cuda:0")
+    assert {"model_load_s", "build_time_s", "first_call_ms", "peak_rss_mib"} <= set(result.metrics)
+    assert (
+        (tmp_path / "sleepy" / "artifacts" / "latencies_ms.csv")
+        .read_text()
+        .startswith("iteration,latency_ms")
+    )
+
+
+def test_a_hang_past_the_timeout_is_killed_and_keeps_what_was_measured(tmp_path: Path) -> None:
+    result = run("hang", tmp_path, "measure.timeout_s=8")
+    assert result.status is Status.TIMEOUT
+    assert "timeout of 8 s" in result.reason and "first_call" in result.reason
+    assert result.phase == "first_call"
+    assert "build_time_s" in result.metrics  # measured before the hang, not lost
+    assert 8 <= result.wall_s < 8 + 30
+
+
+def test_a_crashing_child_is_a_failed_result_with_the_signal_and_its_output(tmp_path: Path) -> None:
+    result = run("crash", tmp_path)
+    assert result.status is Status.FAILED
+    assert "killed by SIGSEGV" in result.reason and "phase 'first_call'" in result.reason
+    assert "Fatal Python error: Segmentation fault" in result.reason  # faulthandler's output, from the log
+    assert result.exit_code == -11
+
+
+def test_a_real_allocation_failure_is_oom_not_an_error(tmp_path: Path) -> None:
+    result = run("oom", tmp_path)
+    assert result.status is Status.OOM
+    assert "not enough memory" in result.reason or "can't allocate" in result.reason
+    assert result.exit_code == 0
+
+
+def test_a_missing_gpu_index_is_unavailable(tmp_path: Path) -> None:
+    result = run("sleepy", tmp_path, "gpu.index=99")
+    assert result.status is Status.UNAVAILABLE
+    assert "GPU 99 was asked for" in result.reason
+
+
+def test_progress_survives_a_line_cut_short(tmp_path: Path) -> None:
+    path = tmp_path / PROGRESS
+    path.write_text(
+        json.dumps({"phase": "measure"}) + "\n" + json.dumps({"metrics": {"a_ms": 1.5}}) + '\n{"stat'
+    )
+    result, reported = read_progress(path)
+    assert not reported and result.phase == "measure" and result.metrics == {"a_ms": 1.5}
+
+
+def test_a_sigkill_is_oom_only_when_the_kernels_oom_kill_count_rose(tmp_path: Path, monkeypatch) -> None:
+    """The child really dies of SIGKILL; the kernel's OOM-kill counter is scripted, since a real OOM kill
+    would need this shared machine's memory exhausted."""
+    result = run("sigkill", tmp_path)
+    assert (
+        result.status is Status.FAILED
+        and "SIGKILL (possibly the kernel's out-of-memory killer)" in result.reason
+    )
+    counts = iter([7, 8])
+    monkeypatch.setattr(isolation, "oom_kill_count", lambda: next(counts))
+    result = run("sigkill", tmp_path / "again")
+    assert result.status is Status.OOM and "out-of-memory killer" in result.reason
+
+
+def test_the_kernels_oom_kill_counter_is_read_where_linux_has_it() -> None:
+    if not Path("/proc/vmstat").exists():
+        pytest.skip("no /proc/vmstat on this system")
+    count = isolation.oom_kill_count()
+    assert isinstance(count, int) and count >= 0

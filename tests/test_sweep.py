@@ -1,0 +1,118 @@
+"""Real `python -m src.bench -m ...` sweeps in a subprocess, read back with `mlflow.search_runs`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from src import PROJECT_ROOT
+from tests.conftest import QUICK, TEST_CONF, run_bench
+
+pytestmark = pytest.mark.slow
+
+
+def runs(store: str):
+    mlflow.set_tracking_uri(store)
+    return mlflow.search_runs(search_all_experiments=True)
+
+
+def test_sweep_over_three_models_and_two_backends(store: str, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "model=densenet,yolo,segresnet", "backend=eager,torchscript", "smoke=true", "batch_size=2"]
+    out = run_bench([*args, *QUICK, f"tracking.uri={store}", f"hydra.sweep.dir={sweep_dir}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    df = runs(store)
+    jobs, parents = df[df["tags.kind"] == "job"], df[df["tags.kind"] == "sweep"]
+    assert len(parents) == 1 and len(jobs) == 6
+    parent = parents.iloc[0]
+    assert parent["status"] == "FINISHED" and parent["tags.jobs_ok"] == "6"
+    assert set(jobs["tags.mlflow.parentRunId"]) == {parent["run_id"]}
+    assert set(jobs["tags.status"]) == {"ok"} and set(jobs["status"]) == {"FINISHED"}
+    pairs = set(zip(jobs["params.model"], jobs["params.backend"], strict=True))
+    assert pairs == {(m, b) for m in ("densenet", "yolo", "segresnet") for b in ("eager", "torchscript")}
+    assert set(jobs["params.input_shape"]) == {"3x32x32", "3x64x64", "4x16x16x16"}
+    assert (jobs["metrics.throughput_img_s"] > 0).all() and (jobs["metrics.latency_p99_ms"] > 0).all()
+    assert (jobs["metrics.iterations"] >= 3).all()
+    ts = jobs[jobs["params.backend"] == "torchscript"]
+    assert (ts["metrics.artifact_size_mib"] > 0).all() and set(ts["tags.torchscript_method"]) == {"trace"}
+    assert "densenet-eager-fp32-bs2" in out.stderr  # the summary table printed at the end
+
+
+def test_failures_are_results_and_the_sweep_goes_on(store: str, tmp_path: Path) -> None:
+    args = ["-m", f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]"]
+    args += ["model=hang,crash,oom,sleepy", "batch_size=2", *QUICK, "measure.timeout_s=10"]
+    out = run_bench([*args, f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    df = runs(store)
+    jobs = df[df["tags.kind"] == "job"].set_index("params.model")
+    assert jobs.loc["hang", "tags.status"] == "timeout" and jobs.loc["hang", "status"] == "FAILED"
+    assert jobs.loc["crash", "tags.status"] == "failed" and "SIGSEGV" in jobs.loc["crash", "tags.reason"]
+    assert jobs.loc["oom", "tags.status"] == "oom" and jobs.loc["oom", "status"] == "FINISHED"
+    assert jobs.loc["sleepy", "tags.status"] == "ok" and jobs.loc["sleepy", "metrics.throughput_img_s"] > 0
+    assert df[df["tags.kind"] == "sweep"].iloc[0]["tags.jobs_timeout"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["batch_size=0"], "batch_size must be a positive integer, got 0"),
+        (["-m", "model=densenet,segresnet", "batch_size=4,0"], "in 2 of 4 jobs"),
+        (["-m", "model=segresnet", "model.input_shape=[4,20,20,20]"], "divisible by 8, got 20, 20, 20"),
+        (["-m", "model=densenet,foo"], "Available options in 'model': densenet, segresnet, yolo"),
+        (["model=foo"], "Available options in 'model'"),
+        (["precision=fp8"], "Available options in 'precision'"),
+    ],
+)
+def test_bad_input_exits_non_zero_before_anything_is_written(
+    args: list[str], expected: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "mlruns" / "mlflow.db"
+    out = run_bench(
+        [
+            *args,
+            f"tracking.uri=sqlite:///{db}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert expected in out.stderr
+    assert not db.exists() and not (tmp_path / "sweep").exists() and not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_ends_the_running_job_and_the_sweep_with_a_status(store: str, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]"]
+    args += ["model=hang,sleepy", *QUICK, "measure.timeout_s=300", f"tracking.uri={store}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_RUN_ID", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.bench", *args, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    for line in proc.stdout:  # wait until the hanging job's child is measuring
+        if "hang-eager-fp32-bs32: measuring" in line:
+            break
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    df = runs(store)
+    jobs, parent = df[df["tags.kind"] == "job"], df[df["tags.kind"] == "sweep"].iloc[0]
+    assert len(jobs) == 1 and jobs.iloc[0]["tags.status"] == "failed"
+    assert jobs.iloc[0]["tags.reason"].startswith("interrupted")
+    assert parent["status"] == "KILLED"
+    leftover = subprocess.run(["pgrep", "-f", str(sweep_dir)], capture_output=True, text=True)
+    assert leftover.stdout == ""  # the measuring child was killed with the sweep
