@@ -43,7 +43,7 @@ def main() -> None:
     overrides += [f"channels_last={a.channels_last}", f"smoke={a.smoke}"]
     with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
         spec = to_spec(compose("config", overrides))
-    device = resolve_device(spec.gpu)
+    device = resolve_device(spec.gpu.index)
     configure_torch(spec, device)
     model, x = place(MODELS.get(spec.model.name).build(spec.model), spec, device)
     mode = torch.inference_mode if a.grad_mode == "inference_mode" else torch.no_grad

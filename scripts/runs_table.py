@@ -13,6 +13,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src import tracking
 
+ENERGY_COLUMNS = [
+    ("model", "params.model"),
+    ("prec", "params.precision"),
+    ("batch", "params.batch_size"),
+    ("seed", "params.measure.seed"),
+    ("hz", "params.telemetry.sample_hz"),
+    ("status", "tags.status"),
+    ("img/s", "metrics.throughput_img_s"),
+    ("W (counter)", "metrics.power_mean_w"),
+    ("W (trace)", "metrics.power_trace_mean_w"),
+    ("W peak", "metrics.power_peak_w"),
+    ("W idle", "metrics.idle_power_w"),
+    ("J/img", "metrics.energy_j_per_img"),
+    ("net J/img", "metrics.energy_net_j_per_img"),
+    ("img/J", "metrics.img_per_j"),
+    ("img/s/W plate", "metrics.img_per_s_per_nameplate_w"),
+    ("SM MHz", "metrics.sm_clock_mean_mhz"),
+    ("max C", "metrics.temperature_max_c"),
+    ("clock events", "tags.clock_event_reasons"),
+    ("others", "tags.other_gpu_processes"),
+    ("energy", "tags.energy_status"),
+]
+
 COLUMNS = [
     ("model", "params.model"),
     ("backend", "params.backend"),
@@ -39,6 +62,7 @@ def main() -> None:
     ap.add_argument("--uri", default=None, help="tracking URI (default: as the benchmark resolves it)")
     ap.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
     ap.add_argument("--parent", default=None, help="only the children of this run")
+    ap.add_argument("--energy", action="store_true", help="power and energy columns instead of latency")
     a = ap.parse_args()
     import mlflow
 
@@ -49,17 +73,18 @@ def main() -> None:
     if df.empty:
         print(f"no runs in experiment '{a.experiment}' at {uri}")
         return
-    rows = [[title for title, _ in COLUMNS]]
+    columns = ENERGY_COLUMNS if a.energy else COLUMNS
+    rows = [[title for title, _ in columns]]
     for _, run in df.iterrows():
         row = []
-        for _, key in COLUMNS:
+        for _, key in columns:
             value = run.get(key)
             if isinstance(value, float):
                 value = "" if value != value else f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
             text = "" if value is None else str(value)
             row.append((text.splitlines() or [""])[0][:70])
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 

@@ -18,7 +18,7 @@ from src.backends import BACKENDS
 from src.errors import ConfigError
 from src.models import MODELS
 from src.registry import load_plugins
-from src.spec import PRECISIONS, BackendSpec, JobSpec, MeasureSpec, ModelSpec
+from src.spec import PRECISIONS, BackendSpec, GpuSpec, JobSpec, MeasureSpec, ModelSpec, TelemetrySpec
 
 
 @dataclass
@@ -46,6 +46,10 @@ class PrecisionConfig:
 @dataclass
 class GpuConfig:
     index: str = "auto"  # auto | cpu | a CUDA device index
+    name: str | None = None  # presets: the card's name
+    match: str | None = None  # presets: text the detected card's name must contain
+    memory_gib: float | None = None
+    nameplate_w: float | None = None  # presets: rated power as the study states it; auto: NVML's limit
 
 
 @dataclass
@@ -56,6 +60,14 @@ class MeasureConfig:
     timeout_s: float = 1200.0  # per job, build included; the child is killed past it
     seed: int = 0
     cudnn_benchmark: bool = True
+
+
+@dataclass
+class TelemetryConfig:
+    sample_hz: float = 10.0
+    idle_s: float = 1.0
+    energy_min_window_s: float = 1.0
+    lock: bool = True
 
 
 @dataclass
@@ -76,6 +88,7 @@ class BenchConfig:
     channels_last: bool = False
     smoke: bool = False
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     plugins: list[str] = field(default_factory=list)  # extra modules that register models/backends
 
@@ -98,10 +111,19 @@ def to_spec(cfg: DictConfig) -> JobSpec:
         problems.append(f"unknown precision '{p['name']}'; allowed: {', '.join(PRECISIONS)}")
     if p.get("tf32") is not None and p["name"] != "fp32":
         problems.append(f"precision.tf32 applies to fp32 only, not {p['name']}")
-    gpu = str(c["gpu"]["index"])
-    if gpu not in ("auto", "cpu") and not (gpu.isdigit()):
-        problems.append(f"gpu '{gpu}' is not allowed; allowed: auto, cpu, or a CUDA device index (0, 1, ...)")
+    gpu = GpuSpec(**{**c["gpu"], "index": str(c["gpu"]["index"])})
+    if gpu.index not in ("auto", "cpu") and not gpu.index.isdigit():
+        problems.append(
+            f"gpu '{gpu.index}' is not allowed; allowed: auto, cpu, or a CUDA device index (0, 1, ...)"
+        )
+    if gpu.index == "cpu" and gpu.name:
+        problems.append(f"gpu preset '{gpu.name}' cannot run on the CPU (gpu.index=cpu)")
     problems += _measure_problems(c["measure"])
+    telemetry = c["telemetry"]
+    if telemetry["sample_hz"] < 0 or telemetry["sample_hz"] > 100:
+        problems.append(f"telemetry.sample_hz must be between 0 (off) and 100, got {telemetry['sample_hz']}")
+    if telemetry["idle_s"] < 0 or telemetry["energy_min_window_s"] < 0:
+        problems.append("telemetry.idle_s and telemetry.energy_min_window_s must be >= 0")
 
     shape = m["smoke_input_shape"] if c["smoke"] else m["input_shape"]
     model = ModelSpec(m["name"], m["variant"], tuple(shape), m.get("weights"), dict(m.get("options") or {}))
@@ -123,6 +145,7 @@ def to_spec(cfg: DictConfig) -> JobSpec:
         channels_last=bool(c["channels_last"]),
         smoke=bool(c["smoke"]),
         measure=MeasureSpec(**c["measure"]),
+        telemetry=TelemetrySpec(**telemetry),
         plugins=tuple(c.get("plugins") or ()),
     )
 

@@ -40,6 +40,7 @@ class JobResult:
     tags: dict[str, str] = field(default_factory=dict)
     exit_code: int | None = None
     wall_s: float = 0.0
+    pid: int | None = None  # the measuring child's
 
 
 class ProgressWriter:
@@ -63,6 +64,10 @@ class ProgressWriter:
 
     def metrics(self, values: dict[str, float]) -> None:
         self._write({"metrics": {k: float(v) for k, v in values.items()}})
+
+    def metrics_and_tags(self, metrics: dict[str, float], tags: dict[str, Any]) -> None:
+        self.metrics(metrics)
+        self.tags(tags)
 
     def status(self, status: Status, reason: str = "") -> None:
         self._write({"status": status.value, "reason": reason})
@@ -116,7 +121,7 @@ def run_in_child(spec: JobSpec, job_dir: Path) -> JobResult:
             raise
     wall = time.monotonic() - started
     result, reported = read_progress(progress)
-    result.exit_code, result.wall_s = code, wall
+    result.exit_code, result.wall_s, result.pid = code, wall, proc.pid
     if reported:
         if timed_out:  # it reported, then hung on the way out (e.g. in CUDA teardown)
             result.tags["child_exit"] = f"killed {timeout:g} s after start, after reporting"

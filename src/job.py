@@ -6,11 +6,13 @@ Runs in a fresh process (see `src.isolation`); reports through a `ProgressWriter
 from __future__ import annotations
 
 import csv
+import re
 import resource
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from src import energy
 from src.backends import BACKENDS, Backend
 from src.envinfo import device_tags
 from src.errors import Unavailable, Unsupported
@@ -18,7 +20,7 @@ from src.isolation import ARTIFACTS, ProgressWriter
 from src.measure import LoopSettings, summarize, synchronize, time_single_call_ms, timed_loop
 from src.models import MODELS, ModelDef
 from src.registry import load_plugins
-from src.spec import JobSpec
+from src.spec import GpuSpec, JobSpec
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +43,14 @@ def resolve_device(gpu: str) -> torch.device:
 
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def check_preset(gpu: GpuSpec, device: torch.device, name: str) -> None:
+    """A card preset (gpu=l4, ...) only applies to such a card: anything else would mislabel the figures."""
+    if gpu.match and (device.type != "cuda" or not re.search(gpu.match, name)):
+        raise Unavailable(
+            f"gpu preset '{gpu.name}' needs a card whose name matches '{gpu.match}'; {device} is {name}"
+        )
 
 
 def configure_torch(spec: JobSpec, device: torch.device) -> dict[str, str]:
@@ -95,9 +105,11 @@ def execute(spec: JobSpec, job_dir: Path, progress: ProgressWriter) -> None:
     backend = backend_cls(backend_cls.parse_options(spec.backend.name, spec.backend.options))
     import torch
 
-    device = resolve_device(spec.gpu)
+    device = resolve_device(spec.gpu.index)
     progress.params({"device": str(device)})
-    progress.tags({**device_tags(device), "backend_version": backend_cls.version(), "task": model_def.task})
+    tags = device_tags(device)
+    progress.tags({**tags, "backend_version": backend_cls.version(), "task": model_def.task})
+    check_preset(spec.gpu, device, tags["gpu_name"])
     why = backend.supports(spec.model, device)
     if why:
         raise Unsupported(why)
@@ -137,18 +149,26 @@ def _build_and_measure(
     progress.metrics({"build_time_s": time.perf_counter() - start})
     progress.tags(backend.tags)
 
+    meter, no_meter = energy.open_meter(device.type, spec.gpu.index)
+    m = spec.measure
+    min_window = max(m.min_duration_s, spec.telemetry.energy_min_window_s if meter else 0.0)
     with torch.inference_mode():
         progress.phase("first_call")
         progress.metrics({"first_call_ms": time_single_call_ms(fn, x, device)})
         progress.phase("measure")
-        m = spec.measure
-        timing = timed_loop(fn, x, device, LoopSettings(m.warmup_iters, m.min_iters, m.min_duration_s))
+        loop = LoopSettings(m.warmup_iters, m.min_iters, min_window)
+        timing = timed_loop(fn, x, device, loop, edge=energy.edge_reader(meter))
     out.mkdir(parents=True, exist_ok=True)
     with (out / "latencies_ms.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["iteration", "latency_ms"])
         writer.writerows(enumerate(timing.latencies_ms))
-    progress.metrics(summarize(timing, spec.batch_size).to_dict())
+    stats = summarize(timing, spec.batch_size)
+    start, end = timing.edges
+    progress.metrics({**stats.to_dict(), "window_start_unix": start.t_unix, "window_end_unix": end.t_unix})
+    images = stats.iterations * spec.batch_size
+    progress.metrics_and_tags(*energy.window_metrics(meter, timing.edges, timing.window_s, images, no_meter))
+    progress.metrics_and_tags(*energy.nameplate_efficiency(spec.gpu, meter, stats.throughput_img_s))
 
     progress.phase("export")
     files = backend.export(out / "engine")

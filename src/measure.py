@@ -3,7 +3,8 @@
 Rules: inputs live on the device before timing starts; calls run under `torch.inference_mode()` (the
 caller's job); warm-up calls run first and are not timed; the device is synchronised at both edges of the
 timed window; each iteration is timed on the device (CUDA events on a GPU, `perf_counter_ns` on the CPU);
-the loop runs until BOTH `min_iters` iterations and `min_duration_s` seconds are reached.
+the loop runs until BOTH `min_iters` iterations and `min_duration_s` seconds are reached. Counters that
+belong to the same window (energy) are read right after the synchronisations at its edges.
 Throughput = batch size / mean latency. The window's wall time (sync to sync) is kept as a cross-check.
 """
 
@@ -31,6 +32,7 @@ class LoopSettings:
 class Timing:
     latencies_ms: list[float]  # one per timed iteration, device time
     window_s: float  # wall time of the timed window, synchronised at both edges
+    edges: tuple[Any, Any] = (None, None)  # what `edge()` read just after each synchronisation
 
 
 @dataclass(frozen=True)
@@ -67,20 +69,31 @@ def time_single_call_ms(fn: Callable[[Any], Any], x: Any, device: torch.device) 
     return (time.perf_counter() - start) * 1e3
 
 
-def timed_loop(fn: Callable[[Any], Any], x: Any, device: torch.device, settings: LoopSettings) -> Timing:
+def timed_loop(
+    fn: Callable[[Any], Any],
+    x: Any,
+    device: torch.device,
+    settings: LoopSettings,
+    edge: Callable[[], Any] = lambda: None,
+) -> Timing:
+    """Warm up, then time until both minimums are met. `edge` is read right after the device is
+    synchronised at the start and at the end of the window (energy counters, wall-clock stamps)."""
     for _ in range(settings.warmup_iters):
         fn(x)
     synchronize(device)
+    first = edge()
     if device.type == "cuda":
-        return _cuda_loop(fn, x, device, settings)
-    return _host_loop(fn, x, settings)
+        latencies, window = _cuda_loop(fn, x, device, settings)
+    else:
+        latencies, window = _host_loop(fn, x, settings)
+    return Timing(latencies, window, (first, edge()))
 
 
 def _done(iterations: int, start: float, settings: LoopSettings) -> bool:
     return iterations >= settings.min_iters and time.perf_counter() - start >= settings.min_duration_s
 
 
-def _host_loop(fn: Callable[[Any], Any], x: Any, settings: LoopSettings) -> Timing:
+def _host_loop(fn: Callable[[Any], Any], x: Any, settings: LoopSettings) -> tuple[list[float], float]:
     latencies: list[float] = []
     start = time.perf_counter()
     while True:
@@ -89,10 +102,12 @@ def _host_loop(fn: Callable[[Any], Any], x: Any, settings: LoopSettings) -> Timi
         latencies.append((time.perf_counter_ns() - t0) / 1e6)
         if _done(len(latencies), start, settings):
             break
-    return Timing(latencies, time.perf_counter() - start)
+    return latencies, time.perf_counter() - start
 
 
-def _cuda_loop(fn: Callable[[Any], Any], x: Any, device: torch.device, settings: LoopSettings) -> Timing:
+def _cuda_loop(
+    fn: Callable[[Any], Any], x: Any, device: torch.device, settings: LoopSettings
+) -> tuple[list[float], float]:
     import torch
 
     events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
@@ -108,7 +123,7 @@ def _cuda_loop(fn: Callable[[Any], Any], x: Any, device: torch.device, settings:
             break
     torch.cuda.synchronize(device)
     window = time.perf_counter() - start
-    return Timing([b.elapsed_time(e) for b, e in events], window)
+    return [b.elapsed_time(e) for b, e in events], window
 
 
 def summarize(timing: Timing, batch_size: int) -> LatencyStats:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src import PROJECT_ROOT, tracking
+from src import PROJECT_ROOT, nvml, telemetry, tracking
 from src.envinfo import git_info, host_tags, library_versions
 from src.errors import Status
 from src.isolation import ARTIFACTS, CHILD_LOG, JobResult, run_in_child
+from src.locks import device_lock
 from src.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -39,18 +41,19 @@ def run_job(cfg: DictConfig, spec: JobSpec, job_dir: Path, parent: str | None) -
     run_id = tracking.start_run(client, exp_id, settings.run_name or spec.label, parent, tags)
     tracking.log_all(client, run_id, params=spec.params())
     log.info("%s: measuring in a child process (run %s)", spec.label, run_id)
+    trace = None
     try:
         meta = job_dir / META
         meta.mkdir(parents=True, exist_ok=True)
         (meta / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
-        result = run_in_child(spec, job_dir)
+        result, trace = measure(spec, job_dir)
     except Exception as exc:  # the launcher itself failed (disk full, ...): a failed job, not a failed sweep
         result = JobResult(Status.FAILED, reason=f"could not run the job: {type(exc).__name__}: {exc}")
     except BaseException:  # interrupted (Ctrl-C): the run still ends with a status, then the sweep stops
         result = JobResult(Status.FAILED, reason="interrupted: the sweep was stopped while this job ran")
         _finish(client, run_id, result, job_dir, settings.log_engine)
         raise
-    _finish(client, run_id, result, job_dir, settings.log_engine)
+    _finish(client, run_id, result, job_dir, settings.log_engine, trace)
     throughput = result.metrics.get("throughput_img_s")
     figure = f", {throughput:.1f} img/s" if throughput is not None and result.status is Status.OK else ""
     log.info(
@@ -59,7 +62,54 @@ def run_job(cfg: DictConfig, spec: JobSpec, job_dir: Path, parent: str | None) -
     return result, run_id
 
 
-def _finish(client, run_id: str, result: JobResult, job_dir: Path, log_engine: bool) -> None:
+def measure(spec: JobSpec, job_dir: Path) -> tuple[JobResult, telemetry.Trace | None]:
+    """The child, inside its device's lock, with idle power read before it and a trace sampled during it."""
+    gpu = _identify(spec.gpu.index)
+    key = gpu.uuid if gpu else ("cpu" if spec.gpu.index in ("cpu", "auto") else f"gpu-{spec.gpu.index}")
+    hz = spec.telemetry.sample_hz
+    with device_lock(key) if spec.telemetry.lock else nullcontext(0.0) as waited:
+        idle = telemetry.idle_power_w(gpu.nvml_index, spec.telemetry.idle_s, hz) if gpu else None
+        sampler = telemetry.Sampler(gpu.nvml_index, hz) if gpu and hz > 0 else None
+        with sampler or nullcontext():
+            result = run_in_child(spec, job_dir)
+    result.metrics["lock_wait_s"] = waited
+    m = result.metrics
+    if idle is not None:
+        m["idle_power_w"] = idle
+        if "energy_j" in m:
+            m["energy_net_j"] = m["energy_j"] - idle * m["window_s"]
+            m["energy_net_j_per_img"] = m["energy_net_j"] / (m["iterations"] * spec.batch_size)
+    if sampler is None:
+        result.tags["trace_status"] = (
+            "off (telemetry.sample_hz=0)" if gpu else "no GPU trace (CPU or no NVML)"
+        )
+        return result, None
+    t0, t1 = m.get("window_start_unix"), m.get("window_end_unix")
+    own = {os.getpid()} | ({result.pid} if result.pid else set())
+    trace_metrics, trace_tags = telemetry.summarize(sampler.trace, t0, t1, own)
+    result.metrics.update(trace_metrics)
+    result.tags.update(trace_tags)
+    (job_dir / META).mkdir(parents=True, exist_ok=True)
+    telemetry.write_csv(sampler.trace, job_dir / META / "power_trace.csv", t0, t1)
+    return result, sampler.trace
+
+
+def _identify(gpu_index: str) -> nvml.GpuIdentity | None:
+    try:
+        with nvml.session() as nv:
+            return nvml.identify(nv, gpu_index)
+    except nvml.NvmlUnavailable:
+        return None
+
+
+def _finish(
+    client,
+    run_id: str,
+    result: JobResult,
+    job_dir: Path,
+    log_engine: bool,
+    trace: telemetry.Trace | None = None,
+) -> None:
     meta = job_dir / META
     meta.mkdir(parents=True, exist_ok=True)
     if result.reason:
@@ -71,5 +121,7 @@ def _finish(client, run_id: str, result: JobResult, job_dir: Path, log_engine: b
     engine = job_dir / ARTIFACTS / "engine"
     if not log_engine:
         shutil.rmtree(engine, ignore_errors=True)
-    tracking.finish_job_run(client, run_id, result, [job_dir / ARTIFACTS, meta])
+    edges = result.metrics.get("window_start_unix"), result.metrics.get("window_end_unix")
+    steps = telemetry.step_metrics(trace, *edges)
+    tracking.finish_job_run(client, run_id, result, [job_dir / ARTIFACTS, meta], steps)
     shutil.rmtree(engine, ignore_errors=True)  # now in MLflow: do not keep a second copy

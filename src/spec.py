@@ -35,16 +35,34 @@ class MeasureSpec:
 
 
 @dataclass(frozen=True)
+class GpuSpec:
+    index: str = "auto"  # "auto", "cpu" or a CUDA device index
+    name: str | None = None  # a preset's card name, e.g. "NVIDIA L4"
+    match: str | None = None  # the text the detected card's name must contain for a preset to apply
+    memory_gib: float | None = None
+    nameplate_w: float | None = None  # the card's rated power, as the study states it
+
+
+@dataclass(frozen=True)
+class TelemetrySpec:
+    sample_hz: float = 10.0  # power/clock trace, sampled by the launching process; 0: off
+    idle_s: float = 1.0  # idle power is read for this long before each job
+    energy_min_window_s: float = 1.0  # the timed window is stretched to at least this when energy is read
+    lock: bool = True  # one measuring job per device at a time
+
+
+@dataclass(frozen=True)
 class JobSpec:
     model: ModelSpec
     backend: BackendSpec
     precision: str
     batch_size: int
-    gpu: str  # "auto", "cpu" or a CUDA device index
+    gpu: GpuSpec
     tf32: bool | None = None  # None: PyTorch's defaults (TF32 convolutions on, TF32 matmul off)
     channels_last: bool = False
     smoke: bool = False
     measure: MeasureSpec = field(default_factory=MeasureSpec)
+    telemetry: TelemetrySpec = field(default_factory=TelemetrySpec)
     plugins: tuple[str, ...] = ()
 
     @property
@@ -65,13 +83,15 @@ class JobSpec:
     def from_dict(cls, d: dict[str, Any]) -> JobSpec:
         m = dict(d["model"])
         m["input_shape"] = tuple(m["input_shape"])
-        return cls(
-            model=ModelSpec(**m),
-            backend=BackendSpec(**d["backend"]),
-            measure=MeasureSpec(**d["measure"]),
-            plugins=tuple(d.get("plugins", ())),
-            **{k: v for k, v in d.items() if k not in ("model", "backend", "measure", "plugins")},
-        )
+        nested = {
+            "model": ModelSpec(**m),
+            "backend": BackendSpec(**d["backend"]),
+            "gpu": GpuSpec(**d["gpu"]),
+            "measure": MeasureSpec(**d["measure"]),
+            "telemetry": TelemetrySpec(**d["telemetry"]),
+            "plugins": tuple(d.get("plugins", ())),
+        }
+        return cls(**nested, **{k: v for k, v in d.items() if k not in nested})
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:
@@ -89,12 +109,14 @@ class JobSpec:
             "tf32": "default" if self.tf32 is None else str(self.tf32).lower(),
             "channels_last": str(self.channels_last).lower(),
             "batch_size": str(self.batch_size),
-            "gpu": self.gpu,
+            "gpu": self.gpu.index,
+            "gpu_preset": self.gpu.name or "none",
             "smoke": str(self.smoke).lower(),
         }
         p.update({f"model.{k}": _flat(v) for k, v in sorted(self.model.options.items())})
         p.update({f"backend.{k}": _flat(v) for k, v in sorted(self.backend.options.items())})
         p.update({f"measure.{k}": _flat(v) for k, v in sorted(asdict(self.measure).items())})
+        p.update({f"telemetry.{k}": _flat(v) for k, v in sorted(asdict(self.telemetry).items())})
         return p
 
 

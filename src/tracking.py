@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlparse
 from src import PROJECT_ROOT
 from src.errors import Status
 from src.isolation import JobResult
+from src.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,17 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def open_client(uri: str):  # -> mlflow.MlflowClient; imported lazily, mlflow is slow to import
-    """A client on `uri`. The first client creates a SQLite store's tables: make it before parallel jobs."""
+    """A client on `uri`. The first use of a fresh SQLite store creates its tables, which breaks when two
+    processes do it at once (alembic errors): that first use is serialised with a lock beside the file."""
     from mlflow import MlflowClient
 
     db = sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri)
+    if db is None:
+        return MlflowClient(tracking_uri=uri)
+    with file_lock(db.with_name(db.name + ".init.lock"), f"MLflow store {db}"):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # creates or upgrades the tables, under the lock
+    return client
 
 
 def experiment_id(client, name: str | None, parent_run_id: str | None = None) -> str:
@@ -103,7 +108,13 @@ def start_run(client, exp_id: str, name: str, parent_run_id: str | None, tags: d
     return run.info.run_id
 
 
-def finish_job_run(client, run_id: str, result: JobResult, artifact_dirs: Iterable[Path]) -> None:
+def finish_job_run(
+    client,
+    run_id: str,
+    result: JobResult,
+    artifact_dirs: Iterable[Path],
+    steps: list[tuple[str, float, int, int]] = (),
+) -> None:
     tags = {**result.tags, "status": result.status.value, "phase": result.phase}
     if result.reason:
         tags["reason"] = result.reason
@@ -111,10 +122,20 @@ def finish_job_run(client, run_id: str, result: JobResult, artifact_dirs: Iterab
         tags["child_exit_code"] = str(result.exit_code)
     metrics = {**result.metrics, "job_wall_s": result.wall_s}
     log_all(client, run_id, params=result.params, metrics=metrics, tags=tags)
+    log_steps(client, run_id, steps)
     for directory in artifact_dirs:
         if directory.is_dir() and any(directory.iterdir()):
             client.log_artifacts(run_id, str(directory))
     client.set_terminated(run_id, RUN_STATUS[result.status])
+
+
+def log_steps(client, run_id: str, steps: Iterable[tuple[str, float, int, int]]) -> None:
+    """Metric series (key, value, timestamp ms, step), 1000 per call, so the UI draws them as curves."""
+    from mlflow.entities import Metric
+
+    metrics = [Metric(k, v, ts, step) for k, v, ts, step in steps]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
 
 
 def children(client, parent_run_id: str) -> list:

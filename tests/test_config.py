@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -27,12 +29,21 @@ def test_every_option_of_every_group_composes_and_validates(group: str) -> None:
             assert getattr(spec, group).name == option
         elif group == "precision":
             assert spec.precision == option
-        else:
-            assert spec.gpu == option
+        elif option in ("auto", "cpu"):
+            assert spec.gpu.index == option and spec.gpu.nameplate_w is None
+        else:  # a card preset: name, memory and nameplate watts, on the first GPU
+            assert spec.gpu.index == "auto" and spec.gpu.name and spec.gpu.memory_gib and spec.gpu.nameplate_w
+
+
+def test_the_studys_cards_have_the_studys_nameplate_watts() -> None:
+    watts = {card: make_spec(f"gpu={card}").gpu.nameplate_w for card in ("v100", "l4", "a6000", "a2", "h200")}
+    assert watts == {"v100": 160, "l4": 72, "a6000": 300, "a2": 60, "h200": 700}
+    assert re.search(make_spec("gpu=l4").gpu.match, "NVIDIA L4")
+    assert not re.search(make_spec("gpu=l4").gpu.match, "NVIDIA L40S")
 
 
 def test_an_explicit_gpu_index_is_accepted() -> None:
-    assert make_spec("gpu.index=1").gpu == "1"
+    assert make_spec("gpu.index=1").gpu.index == "1"
 
 
 def in_tree(registry) -> list[str]:
@@ -56,7 +67,12 @@ def test_defaults_are_the_study_settings() -> None:
         "densenet201",
         (3, 224, 224),
     )
-    assert (spec.backend.name, spec.precision, spec.batch_size, spec.gpu) == ("eager", "fp32", 32, "auto")
+    assert (spec.backend.name, spec.precision, spec.batch_size, spec.gpu.index) == (
+        "eager",
+        "fp32",
+        32,
+        "auto",
+    )
     primary = yaml.safe_load((CONF / "config.yaml").read_text())
     assert primary["hydra"]["callbacks"]["bench"]["_target_"] == "src.callbacks.BenchCallback"
     yolo, seg = make_spec("model=yolo"), make_spec("model=segresnet")
@@ -92,6 +108,8 @@ def test_smoke_uses_each_models_tiny_shape() -> None:
         (["gpu.index=first"], "allowed: auto, cpu, or a CUDA device index"),
         (["measure.min_iters=0"], "measure.min_iters must be >= 1"),
         (["measure.timeout_s=0"], "measure.timeout_s must be > 0"),
+        (["gpu=l4", "gpu.index=cpu"], "gpu preset 'NVIDIA L4' cannot run on the CPU"),
+        (["telemetry.sample_hz=1000"], "telemetry.sample_hz must be between 0 (off) and 100"),
     ],
 )
 def test_bad_input_is_refused_naming_what_is_allowed(overrides: list[str], expected: str) -> None:

@@ -60,3 +60,71 @@ def test_torchscript_densenet201_completes_on_the_gpu(tmp_path: Path) -> None:
     assert result.status is Status.OK, result.reason
     assert result.tags["torchscript_fuser"] == "none"
     assert result.wall_s < 120
+
+
+def test_nvml_sees_the_same_card_as_cuda_and_its_energy_counter_advances() -> None:
+    from src import nvml
+    from src.energy import NvmlMeter
+
+    with nvml.session() as nv:
+        identity = nvml.identify(nv, "auto")
+    assert identity is not None and identity.name == torch.cuda.get_device_name(0)
+    assert identity.power_limit_w and identity.power_limit_w > 50
+    meter = NvmlMeter("auto")
+    start = meter.read()
+    x = torch.randn(8192, 8192, device="cuda")
+    t = time.time()
+    while time.time() - t < 1.0:
+        x @ x
+    torch.cuda.synchronize()
+    assert meter.joules(start, meter.read()) > 10  # a busy H100/H200-class card draws hundreds of W
+
+
+def test_the_sampler_traces_at_about_its_rate() -> None:
+    from src import nvml
+    from src.telemetry import Sampler, idle_power_w
+
+    with nvml.session() as nv:
+        index = nvml.identify(nv, "auto").nvml_index
+    assert 20 < idle_power_w(index, seconds=0.5, hz=10) < 400
+    with Sampler(index, hz=10) as sampler:
+        time.sleep(2.0)
+    trace = sampler.trace
+    assert trace.error == "" and trace.power_source in ("instant", "average")
+    assert 15 <= len(trace.samples) <= 25
+    assert all(s.values["sm_clock_mhz"] > 0 and s.values["temperature_c"] > 0 for s in trace.samples)
+
+
+def test_a_gpu_job_measures_energy_and_its_trace_agrees(store: str, tmp_path: Path) -> None:
+    import mlflow
+
+    from src.config import to_spec
+    from src.runner import run_job
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg("precision=fp16", "batch_size=128", "measure.min_duration_s=3", f"tracking.uri={store}")
+    _, run_id = run_job(cfg, to_spec(cfg), tmp_path / "job", parent=None)
+    run = mlflow.MlflowClient(store).get_run(run_id)
+    m, t = run.data.metrics, run.data.tags
+    assert (
+        t["status"] == "ok" and t["energy_status"] == "measured" and t["energy_source"] == "nvml_total_energy"
+    )
+    assert m["energy_j"] > 0 and m["img_per_j"] == pytest.approx(
+        m["throughput_window_img_s"] / m["power_mean_w"]
+    )
+    assert m["power_trace_mean_w"] == pytest.approx(m["power_mean_w"], rel=0.10)
+    assert m["power_peak_w"] >= m["power_trace_mean_w"] and m["idle_power_w"] < m["power_mean_w"]
+    assert m["trace_samples"] >= 20 and "clock_event_reasons" in t and "other_gpu_processes" in t
+    assert t["nameplate_source"] == "nvml enforced power limit" and m["img_per_s_per_nameplate_w"] > 0
+    history = mlflow.MlflowClient(store).get_metric_history(run_id, "trace_power_w")
+    assert len(history) == m["trace_samples"] and [h.step for h in history] == list(range(len(history)))
+
+
+def test_a_card_preset_runs_only_on_such_a_card(tmp_path: Path) -> None:
+    name = torch.cuda.get_device_name(0)
+    mine, other = ("h200", "l4") if "H200" in name else ("l4", "h200") if "L4" in name else (None, "a2")
+    if mine:
+        result = run_in_child(make_spec(f"gpu={mine}", "smoke=true", *QUICK), tmp_path / "mine")
+        assert result.status is Status.OK and result.tags["nameplate_source"].startswith("preset")
+    result = run_in_child(make_spec(f"gpu={other}", "smoke=true", *QUICK), tmp_path / "other")
+    assert result.status is Status.UNAVAILABLE and "needs a card whose name matches" in result.reason

@@ -72,6 +72,17 @@ def test_experiments_get_artifacts_next_to_their_sqlite_store(store: str) -> Non
     assert tracking.experiment_id(client, "my bench") == exp.experiment_id  # found, not created twice
 
 
+def test_a_fresh_store_opened_by_several_processes_at_once_is_created_once(tmp_path: Path) -> None:
+    """Without the lock around the first use, this fails in table creation (alembic errors)."""
+    store = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    code = (
+        "import sys; from src import tracking; tracking.experiment_id(tracking.open_client(sys.argv[1]), 'x')"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, store], cwd=PROJECT_ROOT) for _ in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    assert [e.name for e in mlflow.MlflowClient(store).search_experiments()].count("x") == 1
+
+
 def test_jobs_logging_at_once_to_a_store_made_once_lose_no_run(store: str) -> None:
     """As a sweep does: the store and experiment are made once, then several processes log together."""
     client = tracking.open_client(store)
