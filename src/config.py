@@ -112,18 +112,7 @@ def to_spec(cfg: DictConfig) -> JobSpec:
     if p.get("tf32") is not None and p["name"] != "fp32":
         problems.append(f"precision.tf32 applies to fp32 only, not {p['name']}")
     gpu = GpuSpec(**{**c["gpu"], "index": str(c["gpu"]["index"])})
-    if gpu.index not in ("auto", "cpu") and not gpu.index.isdigit():
-        problems.append(
-            f"gpu '{gpu.index}' is not allowed; allowed: auto, cpu, or a CUDA device index (0, 1, ...)"
-        )
-    if gpu.index == "cpu" and gpu.name:
-        problems.append(f"gpu preset '{gpu.name}' cannot run on the CPU (gpu.index=cpu)")
-    problems += _measure_problems(c["measure"])
-    telemetry = c["telemetry"]
-    if telemetry["sample_hz"] < 0 or telemetry["sample_hz"] > 100:
-        problems.append(f"telemetry.sample_hz must be between 0 (off) and 100, got {telemetry['sample_hz']}")
-    if telemetry["idle_s"] < 0 or telemetry["energy_min_window_s"] < 0:
-        problems.append("telemetry.idle_s and telemetry.energy_min_window_s must be >= 0")
+    problems += _gpu_problems(gpu) + _measure_problems(c["measure"]) + _telemetry_problems(c["telemetry"])
 
     shape = m["smoke_input_shape"] if c["smoke"] else m["input_shape"]
     model = ModelSpec(m["name"], m["variant"], tuple(shape), m.get("weights"), dict(m.get("options") or {}))
@@ -145,7 +134,7 @@ def to_spec(cfg: DictConfig) -> JobSpec:
         channels_last=bool(c["channels_last"]),
         smoke=bool(c["smoke"]),
         measure=MeasureSpec(**c["measure"]),
-        telemetry=TelemetrySpec(**telemetry),
+        telemetry=TelemetrySpec(**c["telemetry"]),
         plugins=tuple(c.get("plugins") or ()),
     )
 
@@ -156,6 +145,26 @@ def _check_backend(backend: BackendSpec, precision: str) -> None:
     if precision in PRECISIONS and precision not in cls.precisions:
         allowed = ", ".join(cls.precisions)
         raise ConfigError(f"backend '{backend.name}' cannot run precision '{precision}'; allowed: {allowed}")
+
+
+def _gpu_problems(gpu: GpuSpec) -> list[str]:
+    problems = []
+    if gpu.index not in ("auto", "cpu") and not gpu.index.isdigit():
+        problems.append(
+            f"gpu '{gpu.index}' is not allowed; allowed: auto, cpu, or a CUDA device index (0, 1, ...)"
+        )
+    if gpu.index == "cpu" and gpu.name:
+        problems.append(f"gpu preset '{gpu.name}' cannot run on the CPU (gpu.index=cpu)")
+    return problems
+
+
+def _telemetry_problems(t: dict[str, Any]) -> list[str]:
+    problems = []
+    if not 0 <= t["sample_hz"] <= 100:
+        problems.append(f"telemetry.sample_hz must be between 0 (off) and 100, got {t['sample_hz']}")
+    if t["idle_s"] < 0 or t["energy_min_window_s"] < 0:
+        problems.append("telemetry.idle_s and telemetry.energy_min_window_s must be >= 0")
+    return problems
 
 
 def _measure_problems(m: dict[str, Any]) -> list[str]:

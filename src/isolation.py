@@ -113,6 +113,7 @@ def run_in_child(spec: JobSpec, job_dir: Path) -> JobResult:
         try:
             code = proc.wait(timeout=timeout)
             timed_out = False
+            _kill_group(proc)  # anything it left running (worker processes, ...) goes with it
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             code, timed_out = proc.returncode, True

@@ -125,10 +125,6 @@ def reading(nv: Any, handle: Any) -> dict[str, Any]:
     """One sample of everything the trace records."""
     watts, source = power_w(nv, handle)
     util = nv.nvmlDeviceGetUtilizationRates(handle)
-    try:
-        reasons = nv.nvmlDeviceGetCurrentClocksEventReasons(handle)
-    except (nv.NVMLError, AttributeError):
-        reasons = nv.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
     return {
         "power_w": watts,
         "power_source": source,
@@ -138,9 +134,19 @@ def reading(nv: Any, handle: Any) -> dict[str, Any]:
         "mem_clock_mhz": float(nv.nvmlDeviceGetClockInfo(handle, nv.NVML_CLOCK_MEM)),
         "temperature_c": float(nv.nvmlDeviceGetTemperature(handle, nv.NVML_TEMPERATURE_GPU)),
         "mem_used_mib": nv.nvmlDeviceGetMemoryInfo(handle).used / 2**20,
-        "clock_events": int(reasons),
+        "clock_events": clock_events(nv, handle),
         "pids": processes(nv, handle),
     }
+
+
+def clock_events(nv: Any, handle: Any) -> int:
+    """The clock-event ("throttle") reason bits now set; 0 where the driver cannot say."""
+    for query in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"):
+        try:
+            return int(getattr(nv, query)(handle))
+        except (nv.NVMLError, AttributeError):
+            continue
+    return 0
 
 
 def processes(nv: Any, handle: Any) -> dict[int, float]:

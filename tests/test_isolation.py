@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,10 @@ def test_the_kernels_oom_kill_counter_is_read_where_linux_has_it() -> None:
         pytest.skip("no /proc/vmstat on this system")
     count = isolation.oom_kill_count()
     assert isinstance(count, int) and count >= 0
+
+
+def test_processes_a_finished_child_left_behind_are_ended_with_it(tmp_path: Path) -> None:
+    result = run("straggler", tmp_path)
+    assert result.status is Status.OK
+    left = subprocess.run(["pgrep", "-f", "sleep 3001"], capture_output=True, text=True)
+    assert left.stdout == ""

@@ -44,7 +44,7 @@ def test_loop_runs_until_the_minimum_duration_when_iterations_come_first() -> No
     fn, _ = sleeper(5)
     timing = timed_loop(fn, None, CPU, LoopSettings(warmup_iters=0, min_iters=2, min_duration_s=0.3))
     assert timing.window_s >= 0.3
-    assert len(timing.latencies_ms) >= 0.3 / 0.010  # at most 10 ms per 5 ms sleep, even on a busy machine
+    assert len(timing.latencies_ms) >= 10  # far past min_iters=2: the duration, not the count, ended it
 
 
 def test_loop_runs_until_the_minimum_count_when_duration_comes_first() -> None:

@@ -2,13 +2,15 @@
 
 They run in the real measuring child: `hang` sleeps far past any timeout on its first call, `crash` and
 `sigkill` kill their own process with SIGSEGV and SIGKILL, `oom` asks the real CPU allocator for 1 PiB,
-`sleepy` does known work (a sleep of `sleep_ms` per call) for the measurement tests.
+`sleepy` does known work (a sleep of `sleep_ms` per call) for the measurement tests, `straggler` starts a
+process that outlives its call.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -20,7 +22,7 @@ from src.models.base import MODELS, ModelDef
 class _Behaviour(torch.nn.Module):
     def __init__(self, action: str, sleep_ms: float = 0.0) -> None:
         super().__init__()
-        self.action, self.sleep_ms = action, sleep_ms
+        self.action, self.sleep_ms, self.spawned = action, sleep_ms, False
         self.scale = torch.nn.Parameter(torch.ones(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -34,6 +36,9 @@ class _Behaviour(torch.nn.Module):
             torch.empty(2**50, dtype=torch.uint8)  # 1 PiB from the real allocator
         elif self.action == "sleepy":
             time.sleep(self.sleep_ms / 1e3)
+        elif self.action == "straggler" and not self.spawned:  # leaves a process behind, as workers can
+            subprocess.Popen(["sleep", "3001"])
+            self.spawned = True
         return x * self.scale
 
 
@@ -55,5 +60,5 @@ class _Fault(ModelDef):
         return _Behaviour(cls.action, cls.parse_options(spec.name, spec.options).sleep_ms)
 
 
-for _action in ("hang", "crash", "sigkill", "oom", "sleepy"):
+for _action in ("hang", "crash", "sigkill", "oom", "sleepy", "straggler"):
     MODELS.register(_action)(type(f"Fault_{_action}", (_Fault,), {"action": _action}))
