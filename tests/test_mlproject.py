@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -19,7 +20,9 @@ def test_mlflow_run_passes_a_multirun_through_and_nests_every_job(store: str) ->
     overrides = " ".join(
         ["-m", "model=densenet", "backend=eager,torchscript", "smoke=true", "batch_size=2", *QUICK]
     )
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "YOLO_OFFLINE": "1"}
+    # MLproject's command says `python`: as in an activated virtual environment, this one comes first
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "YOLO_OFFLINE": "1", "PATH": path}
     env.pop("MLFLOW_RUN_ID", None)
     cmd = [
         sys.executable,
