@@ -102,7 +102,7 @@ def execute(spec: JobSpec, job_dir: Path, progress: ProgressWriter) -> None:
     load_plugins(spec.plugins)
     model_def = MODELS.get(spec.model.name)
     backend_cls = BACKENDS.get(spec.backend.name)
-    backend = backend_cls(backend_cls.parse_options(spec.backend.name, spec.backend.options))
+    backend = backend_cls(backend_cls.parse_options(spec.backend.name, spec.backend.options), spec)
     import torch
 
     device = resolve_device(spec.gpu.index)
@@ -110,6 +110,9 @@ def execute(spec: JobSpec, job_dir: Path, progress: ProgressWriter) -> None:
     tags = device_tags(device)
     progress.tags({**tags, "backend_version": backend_cls.version(), "task": model_def.task})
     check_preset(spec.gpu, device, tags["gpu_name"])
+    missing = backend.unavailable(device)
+    if missing:
+        raise Unavailable(missing)
     why = backend.supports(spec.model, device)
     if why:
         raise Unsupported(why)
@@ -146,7 +149,7 @@ def _build_and_measure(
     start = time.perf_counter()
     fn = backend.prepare(model, x)
     synchronize(device)
-    progress.metrics({"build_time_s": time.perf_counter() - start})
+    progress.metrics({**backend.metrics, "build_time_s": time.perf_counter() - start})
     progress.tags(backend.tags)
 
     meter, no_meter = energy.open_meter(device.type, spec.gpu.index)

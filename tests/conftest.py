@@ -57,12 +57,34 @@ def store(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
 
+def tensorrt_missing() -> str | None:
+    """Why the real TensorRT tests cannot run here, or None."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "needs a CUDA GPU: torch.cuda.is_available() is False on this machine"
+    try:
+        import tensorrt  # noqa: F401
+        import torch_tensorrt  # noqa: F401
+    except Exception as exc:
+        return (
+            f"needs torch_tensorrt and tensorrt, which cannot be imported here ({type(exc).__name__}: {exc})"
+        )
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import torch
 
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False on this machine")
+    no_gpu = None if torch.cuda.is_available() else "needs a CUDA GPU: torch.cuda.is_available() is False"
+    no_trt = tensorrt_missing() if any(i.get_closest_marker("tensorrt") for i in items) else None
     for item in items:
-        if item.get_closest_marker("gpu"):
-            item.add_marker(skip)
+        why = (
+            no_trt
+            if item.get_closest_marker("tensorrt")
+            else no_gpu
+            if item.get_closest_marker("gpu")
+            else None
+        )
+        if why:
+            item.add_marker(pytest.mark.skip(reason=why))

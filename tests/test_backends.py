@@ -20,7 +20,7 @@ CPU = torch.device("cpu")
 def prepared(*overrides: str):
     spec = make_spec("smoke=true", "batch_size=2", *overrides)
     backend_cls = BACKENDS.get(spec.backend.name)
-    backend = backend_cls(backend_cls.parse_options(spec.backend.name, spec.backend.options))
+    backend = backend_cls(backend_cls.parse_options(spec.backend.name, spec.backend.options), spec)
     model, x = place(MODELS.get(spec.model.name).build(spec.model), spec, CPU)
     return backend, model, x
 

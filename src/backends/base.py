@@ -13,7 +13,7 @@ from src.spec import PRECISIONS
 if TYPE_CHECKING:
     import torch
 
-    from src.spec import ModelSpec
+    from src.spec import JobSpec, ModelSpec
 
 BACKENDS: Registry[type[Backend]] = Registry("backend", "src.backends")
 
@@ -21,16 +21,18 @@ BACKENDS: Registry[type[Backend]] = Registry("backend", "src.backends")
 class Backend(ABC):
     """One way of running a model. Subclasses are registered with `@BACKENDS.register("<yaml name>")`.
 
-    Lifecycle in the measuring child: `supports` -> `prepare` (timed as the build) -> the returned callable
-    is timed -> `export` writes the artifact it built (if any) for MLflow.
+    Lifecycle in the measuring child: `unavailable` and `supports` -> `prepare` (timed as the build) -> the
+    returned callable is timed -> `export` writes the artifact it built (if any) for MLflow.
     """
 
     precisions: ClassVar[tuple[str, ...]] = PRECISIONS
     Options: ClassVar[type] = NoOptions
 
-    def __init__(self, options: Any) -> None:
+    def __init__(self, options: Any, job: JobSpec | None = None) -> None:
         self.options = options
+        self.job = job  # the whole job, for backends whose artifacts depend on more than the model
         self.tags: dict[str, str] = {}  # what the backend decided while preparing (logged as tags)
+        self.metrics: dict[str, float] = {}  # what preparing measured beyond the build time
 
     @classmethod
     def parse_options(cls, name: str, options: dict[str, Any]) -> Any:
@@ -41,6 +43,10 @@ class Backend(ABC):
         import torch
 
         return torch.__version__
+
+    def unavailable(self, device: torch.device) -> str | None:
+        """What is missing for this backend here (a package, a CUDA device): the job ends `unavailable`."""
+        return None
 
     def supports(self, model: ModelSpec, device: torch.device) -> str | None:
         """Why this backend cannot run this model on this device (the job ends `unsupported`), or None."""
