@@ -7,7 +7,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -83,21 +82,20 @@ HOLD = (
 
 def test_the_device_lock_makes_a_second_process_wait(tmp_path: Path) -> None:
     env = {"BENCH_LOCK_DIR": str(tmp_path), "PYTHONPATH": str(PROJECT_ROOT)}
-    first = subprocess.Popen(
-        [sys.executable, "-c", HOLD, "GPU-abc", "1.5"], stdout=subprocess.PIPE, text=True, env=env
-    )
-    time.sleep(0.5)
-    second = subprocess.Popen(
-        [sys.executable, "-c", HOLD, "GPU-abc", "0"], stdout=subprocess.PIPE, text=True, env=env
-    )
-    other = subprocess.run(
-        [sys.executable, "-c", HOLD, "GPU-xyz", "0"], capture_output=True, text=True, env=env
-    )
-    out1, out2 = first.communicate(timeout=30)[0].split(), second.communicate(timeout=30)[0].split()
-    released = float(out1[2])
-    acquired, waited = float(out2[0]), float(out2[1])
+
+    def hold(key: str, seconds: float) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", HOLD, key, str(seconds)], stdout=subprocess.PIPE, text=True, env=env
+        )
+
+    first = hold("GPU-abc", 1.5)
+    first_acquired = first.stdout.readline()  # the first holds the lock from here on
+    second, other = hold("GPU-abc", 0), hold("GPU-xyz", 0)
+    released = float(first.communicate(timeout=30)[0].split()[0])
+    acquired, waited = (float(v) for v in second.communicate(timeout=30)[0].split()[:2])
+    assert float(first_acquired.split()[1]) < 0.5  # nobody held it before
     assert acquired >= released - 0.05 and waited >= 0.5  # the second got the card only after the first
-    assert float(other.stdout.split()[1]) < 0.5  # another device's lock is independent
+    assert float(other.communicate(timeout=30)[0].split()[1]) < 0.5  # another device's lock is independent
 
 
 @pytest.mark.slow
