@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 from pathlib import Path
 
 import hydra
@@ -12,7 +14,9 @@ from omegaconf import DictConfig
 
 from src import PROJECT_ROOT
 from src import config as _config
-from src.runner import PARENT_ENV, parent_run_id, run_job
+from src.runner import PARENT_ENV, already_measured, parent_run_id, run_job
+
+log = logging.getLogger(__name__)
 
 # `mlflow run` exports MLFLOW_RUN_ID for its project run. Left in place, the first job's MLflow call would
 # adopt that run and end it; instead it becomes the parent of every job of this invocation.
@@ -20,14 +24,27 @@ if os.environ.get("MLFLOW_RUN_ID"):
     os.environ[PARENT_ENV] = os.environ.pop("MLFLOW_RUN_ID")
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (`timeout`, `kill`, SLURM's time limit) ends the sweep like Ctrl-C: the running job's run
+    is closed as `failed: interrupted`, the sweep's parent run as KILLED, no child is left behind."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
     sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     spec = _config.to_spec(cfg)  # validated already by the callback; cheap, and keeps main usable alone
-    result, _ = run_job(cfg, spec, Path(hc.runtime.output_dir) / "job", parent_run_id(sweep_dir))
+    parent = parent_run_id(sweep_dir)
+    key, done = already_measured(cfg, spec, parent)
+    if done:  # resumable sweeps: an identical job already finished ok (force=true measures it again)
+        log.info("%s: skipped, identical to finished run %s (force=true re-runs it)", spec.label, done)
+        return "skipped"
+    refused = _config.unsupported_combination(spec)
+    result, _ = run_job(cfg, spec, Path(hc.runtime.output_dir) / "job", parent, refused=refused, key=key)
     return result.status.value
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminated)
     main()

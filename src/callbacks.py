@@ -24,7 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from src import tracking
-from src.config import to_spec
+from src.config import to_spec, unsupported_combination
 from src.errors import ConfigError
 from src.runner import PARENT_ENV, PARENT_FILE
 
@@ -38,7 +38,7 @@ class BenchCallback(Callback):
         self._client: Any = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _validate_or_exit([([], config)])
+        _validate_or_exit([([], config)], single=True)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _validate_or_exit(sweep_configs(config))
@@ -103,15 +103,24 @@ def sweep_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
     return composed
 
 
-def _validate_or_exit(jobs: list[tuple[list[str], Any]]) -> None:
+def _validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) -> None:
+    """Exit 2 on bad input. A combination a backend declares it cannot run is bad input for a single run;
+    in a sweep it becomes that job's `unsupported` result (listed here, recorded when the job runs)."""
     problems: dict[str, list[str]] = {}
+    refused: Counter[str] = Counter()
     for overrides, cfg in jobs:
         try:
             if isinstance(cfg, Exception):
                 raise ConfigError(_hydra_message(cfg))
-            to_spec(cfg)
+            why = unsupported_combination(to_spec(cfg))
+            if why and single:
+                raise ConfigError(why)
+            if why:
+                refused[why] += 1
         except ConfigError as exc:
             problems.setdefault(str(exc), []).append(" ".join(overrides) or "(defaults)")
+    for why, n in refused.items():
+        log.warning("%d job(s) of this sweep will be recorded as unsupported: %s", n, why)
     if not problems:
         return
     lines = ["error: invalid configuration, nothing was run:"]

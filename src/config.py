@@ -27,6 +27,7 @@ class ModelConfig:
     variant: str = MISSING
     input_shape: list[int] = MISSING  # one sample, without the batch dimension
     smoke_input_shape: list[int] = MISSING  # used instead when smoke=true (CPU tests, pipeline checks)
+    study_batch_sizes: list[int] = field(default_factory=list)  # the study's; batch_index picks one
     weights: str | None = None  # a local file; null: random initialisation
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -60,6 +61,7 @@ class MeasureConfig:
     timeout_s: float = 1200.0  # per job, build included; the child is killed past it
     seed: int = 0
     cudnn_benchmark: bool = True
+    parity_samples: int = 2  # samples compared with the eager fp32 model (src/parity.py); 0: no check
 
 
 @dataclass
@@ -85,8 +87,10 @@ class BenchConfig:
     precision: PrecisionConfig = MISSING
     gpu: GpuConfig = MISSING
     batch_size: int = 32
+    batch_index: int | None = None  # set: batch_size = model.study_batch_sizes[batch_index]
     channels_last: bool = False
     smoke: bool = False
+    force: bool = False  # re-measure jobs that already have an identical finished `ok` run
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -105,6 +109,14 @@ def to_spec(cfg: DictConfig) -> JobSpec:
     problems: list[str] = []
 
     batch = c["batch_size"]
+    if c.get("batch_index") is not None:
+        sizes, i = m.get("study_batch_sizes") or [], c["batch_index"]
+        if not 0 <= i < len(sizes):
+            allowed = ", ".join(map(str, range(len(sizes)))) or "none (the model lists no study_batch_sizes)"
+            raise ConfigError(
+                f"batch_index {i} picks none of {m['name']}'s study_batch_sizes; allowed: {allowed}"
+            )
+        batch = sizes[i]
     if not isinstance(batch, int) or batch <= 0:
         problems.append(f"batch_size must be a positive integer, got {batch}")
     if p["name"] not in PRECISIONS:
@@ -140,11 +152,25 @@ def to_spec(cfg: DictConfig) -> JobSpec:
 
 
 def _check_backend(backend: BackendSpec, precision: str) -> None:
-    cls = BACKENDS.get(backend.name)
-    cls.parse_options(backend.name, backend.options)
-    if precision in PRECISIONS and precision not in cls.precisions:
+    BACKENDS.get(backend.name).parse_options(backend.name, backend.options)
+
+
+def unsupported_combination(spec: JobSpec) -> str | None:
+    """Why the job's backend, by its own declaration, cannot run this precision/layout, or None.
+
+    A single run asking for such a job is refused as bad input; in a sweep (a grid of backends x settings)
+    the job is recorded as `unsupported` with this reason, without building anything.
+    """
+    cls = BACKENDS.get(spec.backend.name)
+    name = spec.backend.name
+    if spec.precision not in cls.precisions:
         allowed = ", ".join(cls.precisions)
-        raise ConfigError(f"backend '{backend.name}' cannot run precision '{precision}'; allowed: {allowed}")
+        return f"backend '{name}' cannot run precision '{spec.precision}'; allowed: {allowed}"
+    if spec.channels_last and not cls.channels_last:
+        return f"backend '{name}' cannot take a channels-last input; allowed: channels_last=false"
+    if spec.tf32 is not None and not cls.tf32:
+        return f"backend '{name}' does not follow PyTorch's TF32 switches; allowed: precision.tf32=null"
+    return None
 
 
 def _gpu_problems(gpu: GpuSpec) -> list[str]:
@@ -175,6 +201,10 @@ def _measure_problems(m: dict[str, Any]) -> list[str]:
         problems.append(f"measure.min_iters must be >= 1, got {m['min_iters']}")
     if m["min_duration_s"] < 0:
         problems.append(f"measure.min_duration_s must be >= 0, got {m['min_duration_s']}")
+    if m["parity_samples"] < 0:
+        problems.append(
+            f"measure.parity_samples must be >= 0 (0: no parity check), got {m['parity_samples']}"
+        )
     if m["timeout_s"] <= 0:
         problems.append(f"measure.timeout_s must be > 0, got {m['timeout_s']}")
     return problems

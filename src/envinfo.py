@@ -54,7 +54,7 @@ def host_tags() -> dict[str, str]:
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
     }
 
 
@@ -94,7 +94,7 @@ def _nvidia_driver() -> str:
         return f"unknown ({type(exc).__name__})"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

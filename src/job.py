@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from src import energy
+from src import energy, parity
 from src.backends import BACKENDS, Backend
 from src.envinfo import device_tags
-from src.errors import Unavailable, Unsupported
+from src.errors import Unavailable, Unsupported, is_out_of_memory
 from src.isolation import ARTIFACTS, ProgressWriter
 from src.measure import LoopSettings, summarize, synchronize, time_single_call_ms, timed_loop
 from src.models import MODELS, ModelDef
@@ -69,22 +69,72 @@ def configure_torch(spec: JobSpec, device: torch.device) -> dict[str, str]:
     }
 
 
+def make_input(spec: JobSpec, device: torch.device) -> torch.Tensor:
+    """The job's input batch at its precision: the same values for the same seed, every time."""
+    import torch
+
+    generator = torch.Generator(device=device).manual_seed(spec.measure.seed)
+    return torch.randn(spec.batch_shape, generator=generator, device=device, dtype=_dtype(spec))
+
+
+def _dtype(spec: JobSpec) -> torch.dtype:
+    import torch
+
+    return getattr(torch, DTYPES[spec.precision])
+
+
 def place(
     model: torch.nn.Module, spec: JobSpec, device: torch.device
 ) -> tuple[torch.nn.Module, torch.Tensor]:
     """Precision and memory layout, applied in this one place for every backend."""
-    import torch
-
-    dtype = getattr(torch, DTYPES[spec.precision])
-    generator = torch.Generator(device=device).manual_seed(spec.measure.seed)
-    x = torch.randn(spec.batch_shape, generator=generator, device=device, dtype=dtype)
-    model = model.requires_grad_(False).to(device=device, dtype=dtype)
+    x = make_input(spec, device)
+    model = model.requires_grad_(False).to(device=device, dtype=_dtype(spec))
     if spec.channels_last:
         fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
         if fmt is None:
             raise Unsupported(f"channels_last needs a 4D or 5D input, got {x.dim()}D")
         model, x = model.to(memory_format=fmt), x.contiguous(memory_format=fmt)
     return model, x
+
+
+def _parity_reference(
+    model: torch.nn.Module, spec: JobSpec, device: torch.device, progress: ProgressWriter
+) -> torch.Tensor | None:
+    """The eager fp32 output for the first samples of the job's input, computed and freed before the
+    job's own model is placed (so it weighs on no measurement), or None when the check is off."""
+    samples = min(spec.measure.parity_samples, spec.batch_size)
+    if samples == 0:
+        progress.tags({"parity": "off"})
+        return None
+    progress.phase("parity_reference")
+    try:
+        ref = parity.reference(model, make_input(spec, device)[:samples], samples)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        ref = None  # the fp32 reference does not fit beside nothing else: measure the job all the same
+        progress.tags(
+            {"parity": "error", "parity_error": f"the fp32 reference ran out of memory: {exc}"[:500]}
+        )
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    return ref
+
+
+def _check_parity(
+    output: object, ref: torch.Tensor, spec: JobSpec, device: torch.device, progress: ProgressWriter
+) -> None:
+    """A failed comparison marks the job (`parity=fail`/`error`); its timing is kept either way."""
+    try:
+        result = parity.compare(output, ref, parity.arithmetic(spec.precision, spec.tf32, device.type))
+    except Exception as exc:
+        progress.tags({"parity": "error", "parity_error": f"{type(exc).__name__}: {exc}"[:500]})
+        return
+    progress.metrics(result.metrics())
+    progress.tags(result.tags())
 
 
 def memory_metrics(device: torch.device) -> dict[str, float]:
@@ -141,6 +191,7 @@ def _build_and_measure(
         model = model_def.build(spec.model)
     except ImportError as exc:
         raise Unavailable(f"missing Python package '{exc.name}' (pip install {exc.name}): {exc}") from exc
+    ref = _parity_reference(model, spec, device, progress)
     model, x = place(model, spec, device)
     synchronize(device)
     progress.metrics({"model_load_s": time.perf_counter() - start})
@@ -161,6 +212,8 @@ def _build_and_measure(
         progress.phase("measure")
         loop = LoopSettings(m.warmup_iters, m.min_iters, min_window)
         timing = timed_loop(fn, x, device, loop, edge=energy.edge_reader(meter))
+        if ref is not None:
+            _check_parity(fn(x), ref, spec, device, progress)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "latencies_ms.csv").open("w", newline="") as f:
         writer = csv.writer(f)
@@ -172,6 +225,10 @@ def _build_and_measure(
     images = stats.iterations * spec.batch_size
     progress.metrics_and_tags(*energy.window_metrics(meter, timing.edges, timing.window_s, images, no_meter))
     progress.metrics_and_tags(*energy.nameplate_efficiency(spec.gpu, meter, stats.throughput_img_s))
+
+    backend.finish()
+    progress.metrics(backend.metrics)
+    progress.tags(backend.tags)
 
     progress.phase("export")
     files = backend.export(out / "engine")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -11,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from src import PROJECT_ROOT, nvml, telemetry, tracking
-from src.envinfo import git_info, host_tags, library_versions
+from src.envinfo import cpu_model, git_info, host_tags, library_versions
 from src.errors import Status
 from src.isolation import ARTIFACTS, CHILD_LOG, JobResult, run_in_child
 from src.locks import device_lock
@@ -32,12 +34,43 @@ def parent_run_id(sweep_dir: Path | None) -> str | None:
     return None
 
 
-def run_job(cfg: DictConfig, spec: JobSpec, job_dir: Path, parent: str | None) -> tuple[JobResult, str]:
-    """Measure one job in a child process and leave exactly one MLflow run for it, whatever happens."""
+def config_key(spec: JobSpec) -> str:
+    """What makes two jobs the same measurement: the whole job (model, variant, shape, backend and its
+    options, precision, layout, batch size, measurement settings), the card it runs on and the library
+    versions. The per-job timeout is left out: it changes when a job is killed, not what it measures."""
+    gpu = _identify(spec.gpu.index)
+    job = spec.to_dict()
+    job["measure"].pop("timeout_s", None)
+    device = {"gpu": gpu.name if gpu else None, "cpu": cpu_model()}
+    text = json.dumps({"job": job, "device": device, "versions": library_versions()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def already_measured(cfg: DictConfig, spec: JobSpec, parent: str | None) -> tuple[str, str | None]:
+    """The job's config key, and the id of a finished `ok` run with that key (None: measure it)."""
+    key = config_key(spec)
+    if cfg.get("force"):
+        return key, None
+    client = tracking.open_client(tracking.tracking_uri(cfg.tracking.uri))
+    run = tracking.finished_ok(client, tracking.experiment_id(client, cfg.tracking.experiment, parent), key)
+    return key, run.info.run_id if run else None
+
+
+def run_job(
+    cfg: DictConfig,
+    spec: JobSpec,
+    job_dir: Path,
+    parent: str | None,
+    refused: str | None = None,
+    key: str | None = None,
+) -> tuple[JobResult, str]:
+    """Measure one job in a child process and leave exactly one MLflow run for it, whatever happens.
+    `refused`: why the backend cannot run this combination; the run records it as `unsupported`."""
     settings = cfg.tracking
     client = tracking.open_client(tracking.tracking_uri(settings.uri))
     exp_id = tracking.experiment_id(client, settings.experiment, parent)
     tags = {"status": "running", "kind": "job", **git_info(PROJECT_ROOT), **host_tags(), **library_versions()}
+    tags["config_key"] = key or config_key(spec)
     run_id = tracking.start_run(client, exp_id, settings.run_name or spec.label, parent, tags)
     tracking.log_all(client, run_id, params=spec.params())
     log.info("%s: measuring in a child process (run %s)", spec.label, run_id)
@@ -46,7 +79,13 @@ def run_job(cfg: DictConfig, spec: JobSpec, job_dir: Path, parent: str | None) -
         meta = job_dir / META
         meta.mkdir(parents=True, exist_ok=True)
         (meta / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
-        result, trace = measure(spec, job_dir)
+        if refused:
+            gpu = _identify(spec.gpu.index)
+            result = JobResult(Status.UNSUPPORTED, reason=refused)
+            cpu = spec.gpu.index in ("cpu", "auto")
+            result.tags["gpu_name"] = gpu.name if gpu else "none (CPU)" if cpu else "(not identified)"
+        else:
+            result, trace = measure(spec, job_dir)
     except Exception as exc:  # the launcher itself failed (disk full, ...): a failed job, not a failed sweep
         result = JobResult(Status.FAILED, reason=f"could not run the job: {type(exc).__name__}: {exc}")
     except BaseException:  # interrupted (Ctrl-C): the run still ends with a status, then the sweep stops

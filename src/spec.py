@@ -32,6 +32,7 @@ class MeasureSpec:
     timeout_s: float = 1200.0
     seed: int = 0
     cudnn_benchmark: bool = True
+    parity_samples: int = 2
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,9 @@ class JobSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.model.name}-{self.backend.name}-{self.precision}-bs{self.batch_size}"
+        precision = {None: self.precision, True: "tf32", False: "fp32-notf32"}[self.tf32]
+        layout = "-cl" if self.channels_last else ""
+        return f"{self.model.name}-{self.backend.name}-{precision}{layout}-bs{self.batch_size}"
 
     @property
     def batch_shape(self) -> tuple[int, ...]:

@@ -143,3 +143,16 @@ def children(client, parent_run_id: str) -> list:
     return client.search_runs(
         [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=50000
     )
+
+
+def finished_ok(client, exp_id: str, config_key: str):
+    """The newest finished `ok` run of this exact configuration (resumable sweeps), or None."""
+    runs = client.search_runs(
+        [exp_id],
+        filter_string=(
+            f"tags.config_key = '{config_key}' and tags.status = 'ok' and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None

@@ -9,6 +9,7 @@ import yaml
 
 from src import PROJECT_ROOT
 from src.backends import BACKENDS
+from src.config import unsupported_combination
 from src.errors import ConfigError
 from src.models import MODELS
 from src.spec import PRECISIONS
@@ -27,8 +28,8 @@ def test_every_option_of_every_group_composes_and_validates(group: str) -> None:
         spec = make_spec(f"{group}={option}", "smoke=true")
         if group in ("model", "backend"):
             assert getattr(spec, group).name == option
-        elif group == "precision":
-            assert spec.precision == option
+        elif group == "precision":  # tf32: fp32 storage with TF32 math on
+            assert spec.precision == option or (option, spec.precision, spec.tf32) == ("tf32", "fp32", True)
         elif option in ("auto", "cpu"):
             assert spec.gpu.index == option and spec.gpu.nameplate_w is None
         else:  # a card preset: name, memory and nameplate watts, on the first GPU
@@ -54,10 +55,11 @@ def in_tree(registry) -> list[str]:
 def test_registries_match_the_yaml_files() -> None:
     assert in_tree(MODELS) == options("model")
     assert in_tree(BACKENDS) == options("backend")
-    assert sorted(PRECISIONS) == options("precision")
+    assert sorted([*PRECISIONS, "tf32"]) == options("precision")  # tf32: the fp32 preset with TF32 on
     for group in ("model", "backend", "precision"):
         for option in options(group):
-            assert yaml.safe_load((CONF / group / f"{option}.yaml").read_text())["name"] == option
+            name = yaml.safe_load((CONF / group / f"{option}.yaml").read_text())["name"]
+            assert name == ("fp32" if option == "tf32" else option)
 
 
 def test_defaults_are_the_study_settings() -> None:
@@ -127,9 +129,9 @@ def test_an_unknown_name_is_refused_listing_every_registered_one(key: str, regis
 
 def test_a_precision_the_backend_cannot_run_is_refused() -> None:
     overrides = ["plugins=[tests.plugins.narrow_backend]", "backend.name=fp32_only"]
-    assert make_spec(*overrides).backend.name == "fp32_only"
-    with pytest.raises(ConfigError, match="backend 'fp32_only' cannot run precision 'fp16'; allowed: fp32"):
-        make_spec(*overrides, "precision=fp16")
+    assert unsupported_combination(make_spec(*overrides)) is None
+    why = unsupported_combination(make_spec(*overrides, "precision=fp16"))
+    assert why == "backend 'fp32_only' cannot run precision 'fp16'; allowed: fp32"
 
 
 def test_spec_round_trips_through_json_and_gives_flat_params() -> None:

@@ -88,7 +88,10 @@ def test_bad_input_exits_non_zero_before_anything_is_written(
     assert not db.exists() and not (tmp_path / "sweep").exists() and not (tmp_path / "run").exists()
 
 
-def test_ctrl_c_ends_the_running_job_and_the_sweep_with_a_status(store: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_ends_the_running_job_and_the_sweep_with_a_status(
+    signum: int, store: str, tmp_path: Path
+) -> None:
     sweep_dir = tmp_path / "sweep"
     args = ["-m", f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]"]
     args += ["model=hang,sleepy", *QUICK, "measure.timeout_s=300", f"tracking.uri={store}"]
@@ -106,7 +109,7 @@ def test_ctrl_c_ends_the_running_job_and_the_sweep_with_a_status(store: str, tmp
         if "hang-eager-fp32-bs32: measuring" in line:
             break
     time.sleep(3)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     proc.communicate(timeout=60)
     assert proc.returncode != 0
     df = runs(store)
@@ -116,3 +119,22 @@ def test_ctrl_c_ends_the_running_job_and_the_sweep_with_a_status(store: str, tmp
     assert parent["status"] == "KILLED"
     leftover = subprocess.run(["pgrep", "-f", str(sweep_dir)], capture_output=True, text=True)
     assert leftover.stdout == ""  # the measuring child was killed with the sweep
+
+
+@pytest.mark.slow
+def test_a_rerun_sweep_measures_only_what_is_missing_unless_forced(store: str, tmp_path: Path) -> None:
+    base = ["-m", "model=segresnet", "smoke=true", "gpu=cpu", *QUICK, "telemetry.sample_hz=0"]
+    base += [f"tracking.uri={store}", "measure.parity_samples=0"]
+    first = run_bench([*base, "batch_size=1,2", f"hydra.sweep.dir={tmp_path / 'a'}"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert len(runs(store).query("`tags.kind` == 'job'")) == 2
+    # the same sweep grown by one job (as after an interruption): only the missing job is measured
+    second = run_bench([*base, "batch_size=1,2,3", f"hydra.sweep.dir={tmp_path / 'b'}"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (second.stdout + second.stderr).count("skipped, identical to finished run") == 2
+    jobs = runs(store).query("`tags.kind` == 'job'")
+    assert sorted(jobs["params.batch_size"]) == ["1", "2", "3"]
+    assert jobs["tags.config_key"].nunique() == 3
+    forced = run_bench([*base, "batch_size=1,2,3", "force=true", f"hydra.sweep.dir={tmp_path / 'c'}"])
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert len(runs(store).query("`tags.kind` == 'job'")) == 6

@@ -22,10 +22,16 @@ class Backend(ABC):
     """One way of running a model. Subclasses are registered with `@BACKENDS.register("<yaml name>")`.
 
     Lifecycle in the measuring child: `unavailable` and `supports` -> `prepare` (timed as the build) -> the
-    returned callable is timed -> `export` writes the artifact it built (if any) for MLflow.
+    returned callable is timed -> `finish` (what the timed loop changed) -> `export` writes the artifact it
+    built (if any) for MLflow.
+
+    What a backend can run is declared up front (`precisions`, `channels_last`, `tf32`) and checked when the
+    config is validated, before any model is built; what depends on the device is `supports`' answer.
     """
 
     precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+    channels_last: ClassVar[bool] = True  # False: the backend cannot take a channels-last input
+    tf32: ClassVar[bool] = True  # False: the backend ignores PyTorch's TF32 switches (tf32 must stay default)
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: Any, job: JobSpec | None = None) -> None:
@@ -55,6 +61,10 @@ class Backend(ABC):
     @abstractmethod
     def prepare(self, model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], Any]:
         """Turn the placed model (device, dtype and layout already applied) into the callable to time."""
+
+    def finish(self) -> None:
+        """After the timed loop: update `metrics`/`tags` with what it changed (recompilations, ...)."""
+        return None
 
     def export(self, out_dir: Path) -> list[Path]:
         """Write the artifact the backend built (engine, program, ...) into out_dir; return the files."""

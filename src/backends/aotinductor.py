@@ -1,0 +1,90 @@
+"""AOTInductor: `torch.export` at the job's input, `torch._inductor.aoti_compile_and_package` into a `.pt2`
+package (compiled kernels and weights, loadable without Python's model code), loaded back with
+`aoti_load_package` and timed. The package is the run's engine artifact; its build time is `build_time_s`
+(split into `export_s` and `aoti_compile_s`). Inductor's caches are the persistent ones of
+src/backends/inductor.py; on top of them, a package built for an identical job (src/engine_cache.py) is
+reused whole, since even with Inductor's caches warm the package's C++ wrapper is compiled again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from src.backends.base import BACKENDS, Backend
+from src.backends.exporting import export_program
+from src.backends.inductor import cache_counts, cache_state, use_persistent_caches
+from src.engine_cache import EngineCache, cache_key, cache_root, key_inputs
+
+if TYPE_CHECKING:
+    import torch
+
+
+@BACKENDS.register("aotinductor")
+class AOTInductor(Backend):
+    @dataclass(frozen=True)
+    class Options:
+        max_autotune: bool = False  # Inductor's max_autotune for the package's kernels (long builds)
+        cache: bool = True  # reuse the package built for an identical job; the run says hit / miss
+        cache_dir: str | None = None  # None: $BENCH_CACHE_DIR, else ~/.cache/gpu-inference-bench
+
+    def prepare(self, model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], Any]:
+        import torch
+
+        folder = use_persistent_caches(self.options.cache_dir)
+        self.tags["inductor_cache_dir"] = str(folder)
+        configs = {"max_autotune": True} if self.options.max_autotune else {}
+        cache = EngineCache(cache_root(self.options.cache_dir), "aotinductor") if self.options.cache else None
+        key = cache_key(
+            key_inputs(self.job, device_identity(example.device), {"torch": torch.__version__}, configs)
+        )
+        if cache is not None and cache.lookup(key) is not None:
+            self._package = cache.entry(key) / "model.pt2"
+            self.tags["aoti_package_cache"] = "hit"
+        else:
+            self._package = self._build(model, example, configs)
+            if cache is not None:
+                built = self._package
+                self._package = cache.store(key, {"model.pt2": built}, {"key": key}) / "model.pt2"
+                shutil.rmtree(built.parent, ignore_errors=True)
+            self.tags["aoti_package_cache"] = "miss" if cache is not None else "off"
+        index = example.device.index if example.device.type == "cuda" else -1
+        return torch._inductor.aoti_load_package(str(self._package), device_index=index)
+
+    def _build(self, model: torch.nn.Module, example: torch.Tensor, configs: dict[str, Any]) -> Path:
+        import torch
+
+        program, self.metrics["export_s"] = export_program(model, example)
+        scratch = Path(tempfile.mkdtemp(prefix="bench-aoti-"))
+        package = scratch / "model.pt2"
+        start = time.perf_counter()
+        torch._inductor.aoti_compile_and_package(program, package_path=str(package), inductor_configs=configs)
+        self.metrics["aoti_compile_s"] = time.perf_counter() - start
+        caches = cache_counts()
+        self.metrics.update({f"inductor_{k}": float(v) for k, v in caches.items()})
+        self.tags["inductor_cache"] = cache_state(caches)
+        return package
+
+    def export(self, out_dir: Path) -> list[Path]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = Path(shutil.copy(self._package, out_dir / self._package.name))
+        if self.tags["aoti_package_cache"] == "off":  # a scratch build: the artifact is its only copy now
+            shutil.rmtree(self._package.parent, ignore_errors=True)
+        return [path]
+
+
+def device_identity(device: torch.device) -> dict[str, str]:
+    """What of the device changes compiled code: the GPU's name and compute capability, or the CPU's."""
+    import torch
+
+    from src.envinfo import cpu_model
+
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return {"name": props.name, "capability": f"{props.major}.{props.minor}"}
+    return {"name": cpu_model(), "capability": "cpu"}

@@ -1,0 +1,102 @@
+"""`torch.compile` with Inductor, static shapes, `mode` as a setting.
+
+Before compiling, the model is called once eagerly, as Ultralytics' exporter does: state a model caches on
+its first call (YOLO's anchors, computed with `.item()` on the strides) is then in place instead of traced,
+where it would break the graph (YOLOv5u: 5 graph breaks, 25 graphs, Dynamo's recompile limit hit, layers
+left eager). The compile happens on the first calls, so `prepare` makes them (under
+`torch.inference_mode()`, as the timed loop runs) and the build time is the compile. Dynamo's counters
+then give the graphs made, the graph breaks (above zero: a warning and a tag, since "compiled" is then
+partly eager) and any recompilation during the timed loop. Inductor's caches are persistent
+(src/backends/inductor.py); the run records whether they were hit.
+
+`reduce-overhead` adds CUDA graphs (Inductor's cudagraph trees), which record during the first calls:
+`warm_calls` covers them. `max-autotune` benchmarks kernel choices on the device and takes many minutes
+for DenseNet201; its results are cached like the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from src.backends.base import BACKENDS, Backend
+from src.backends.inductor import cache_counts, cache_state, use_persistent_caches
+from src.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def dynamo_counts() -> dict[str, int]:
+    from torch._dynamo.utils import counters
+
+    return {
+        "graph_breaks": int(sum(counters["graph_break"].values())),
+        "unique_graphs": int(counters["stats"]["unique_graphs"]),
+        "frames_compiled": int(counters["frames"]["ok"]),
+    }
+
+
+@BACKENDS.register("compile")
+class Compile(Backend):
+    @dataclass(frozen=True)
+    class Options:
+        mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+        fullgraph: bool = False  # true: a graph break is an error instead of a warning
+        warm_calls: int = 3  # calls made while preparing (compile, CUDA-graph recording); part of the build
+        cache_dir: str | None = None  # None: $BENCH_CACHE_DIR, else ~/.cache/gpu-inference-bench
+
+        def __post_init__(self) -> None:
+            if self.mode not in MODES:
+                raise ConfigError(f"backend 'compile': mode '{self.mode}'; allowed: {', '.join(MODES)}")
+            if self.warm_calls < 1:
+                raise ConfigError(f"backend 'compile': warm_calls must be >= 1, got {self.warm_calls}")
+
+    def prepare(self, model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], Any]:
+        import torch
+
+        folder = use_persistent_caches(self.options.cache_dir)
+        torch._dynamo.reset()
+        mode = None if self.options.mode == "default" else self.options.mode
+        fn = torch.compile(model, mode=mode, fullgraph=self.options.fullgraph, dynamic=False)
+        with torch.inference_mode():
+            model(example)  # the eager dry run (see the module's docstring); part of the build time
+            start = time.perf_counter()
+            fn(example)
+            if example.device.type == "cuda":
+                torch.cuda.synchronize(example.device)
+            self.metrics["compile_s"] = time.perf_counter() - start
+            for _ in range(self.options.warm_calls - 1):
+                fn(example)
+        self.tags["inductor_cache_dir"] = str(folder)
+        self._record("compile")
+        return fn
+
+    def _record(self, when: str) -> None:
+        counts = dynamo_counts()
+        caches = cache_counts()
+        self.metrics.update({f"dynamo_{k}": float(v) for k, v in counts.items()})
+        self.metrics.update({f"inductor_{k}": float(v) for k, v in caches.items()})
+        self.tags["inductor_cache"] = cache_state(caches)
+        self.tags["graph_breaks"] = str(counts["graph_breaks"])
+        if counts["graph_breaks"]:
+            from torch._dynamo.utils import counters
+
+            reasons = "; ".join(sorted({r.strip().splitlines()[0] for r in counters["graph_break"]}))[:500]
+            self.tags["graph_break_reasons"] = reasons
+            log.warning("torch.compile: %d graph breaks (%s): %s", counts["graph_breaks"], when, reasons)
+
+    def finish(self) -> None:
+        """After the timed loop: any graph compiled since `prepare` is a recompilation inside the figures."""
+        before = self.metrics["dynamo_unique_graphs"]
+        self._record("after the timed loop")
+        self.metrics["dynamo_recompiles_timed"] = self.metrics["dynamo_unique_graphs"] - before
+        if self.metrics["dynamo_recompiles_timed"]:
+            log.warning("torch.compile compiled again during the timed loop: its figures include compiling")

@@ -1,0 +1,284 @@
+"""The study's tables and plots, read from MLflow (never from output folders).
+
+    python -m src.report                         # the default experiment's runs -> reports/
+    python -m src.report --parent RUN_ID         # one sweep; the report is also logged to that run
+    python -m src.report --sweep latest          # the experiment's newest sweep, same
+    python -m src.report --filter "params.model = 'yolo'" --out docs/report
+
+Writes `report.md` (the study's table per GPU, the headline table per model across GPUs, the wide table of
+every backend and precision), the same tables as CSV, and PNG plots. Where several runs measured the same
+cell, the newest counts. A cell that has no figure says why: OOM, UNSUPPORTED, UNAVAILABLE, FAILED, TIMEOUT.
+A figure whose output failed the parity check against eager fp32 carries a dagger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from src import tracking
+
+STUDY_COLUMNS = {  # the study's four columns: (backend, precision), at fp32 default TF32 and NCHW
+    "Native PyTorch": ("eager", "fp32"),
+    "Torch Script": ("torchscript", "fp32"),
+    "TensorRT-FP32": ("tensorrt", "fp32"),
+    "TensorRT-FP16": ("tensorrt", "fp16"),
+}
+TASKS = {"densenet": "Classification", "yolo": "Object detection", "segresnet": "Segmentation"}
+FAIL_MARK = " †"
+
+
+def load_runs(uri: str | None, experiment: str, parent: str | None, extra: str | None) -> Any:
+    """The job runs as a DataFrame (mlflow.search_runs), newest first."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri(uri))
+    flt = "tags.kind = 'job'"
+    if parent:
+        flt += f" and tags.mlflow.parentRunId = '{parent}'"
+    if extra:
+        flt += f" and {extra}"
+    return mlflow.search_runs(experiment_names=[experiment], filter_string=flt, order_by=["start_time DESC"])
+
+
+def latest_sweep(uri: str | None, experiment: str) -> str | None:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri(uri))
+    df = mlflow.search_runs(
+        experiment_names=[experiment], filter_string="tags.kind = 'sweep'", order_by=["start_time DESC"]
+    )
+    return None if df.empty else str(df.iloc[0]["run_id"])
+
+
+def tidy(df: Any) -> Any:
+    """One row per cell (model, batch, backend, precision, tf32, layout, GPU): the newest run."""
+    import pandas as pd
+
+    def col(name: str, default: Any = None) -> Any:
+        return df[name] if name in df else pd.Series([default] * len(df), index=df.index)
+
+    t = pd.DataFrame(
+        {
+            "model": col("params.model"),
+            "batch": pd.to_numeric(col("params.batch_size"), errors="coerce").astype("Int64"),
+            "backend": col("params.backend"),
+            "precision": col("params.precision"),
+            "tf32": col("params.tf32", "default"),
+            "channels_last": col("params.channels_last", "false"),
+            "gpu": col("tags.gpu_name").fillna("(not identified)"),
+            "status": col("tags.status").fillna("unknown"),
+            "img_s": col("metrics.throughput_img_s"),
+            "p50_ms": col("metrics.latency_p50_ms"),
+            "p99_ms": col("metrics.latency_p99_ms"),
+            "img_per_j": col("metrics.img_per_j"),
+            "img_s_per_plate_w": col("metrics.img_per_s_per_nameplate_w"),
+            "parity": col("tags.parity").fillna("-"),
+            "rel_l2": col("metrics.parity_rel_l2_err"),
+            "run_id": col("run_id"),
+        }
+    )
+    keys = ["model", "batch", "backend", "precision", "tf32", "channels_last", "gpu"]
+    return t.drop_duplicates(keys, keep="first").reset_index(drop=True)  # input is newest first
+
+
+def cell(row: Any) -> str:
+    if row is None:
+        return "-"
+    if row["status"] != "ok" or row["img_s"] != row["img_s"]:
+        return str(row["status"]).upper()
+    figure = f"{row['img_s']:.1f}" if row["img_s"] < 100 else f"{row['img_s']:.0f}"
+    return figure + (FAIL_MARK if row["parity"] == "fail" else "")
+
+
+def _pick(t: Any, **match: Any) -> Any:
+    rows = t
+    for k, v in match.items():
+        rows = rows[rows[k] == v]
+    return None if rows.empty else rows.iloc[0]
+
+
+def study_table(t: Any, gpu: str) -> Any:
+    """The study's layout for one GPU: Task | Batch Size | four columns | Improvement | Energy efficiency."""
+    import pandas as pd
+
+    base = t[(t["gpu"] == gpu) & (t["tf32"] == "default") & (t["channels_last"] == "false")]
+    rows = []
+    for (model, batch), group in base.groupby(["model", "batch"], sort=True):
+        picked = {name: _pick(group, backend=b, precision=p) for name, (b, p) in STUDY_COLUMNS.items()}
+        row: dict[str, Any] = {"Task": f"{TASKS.get(model, model)} ({model})", "Batch Size": int(batch)}
+        row.update({name: cell(r) for name, r in picked.items()})
+        pt, trt = picked["Native PyTorch"], picked["TensorRT-FP16"]
+        ok = pt is not None and trt is not None and pt["status"] == "ok" and trt["status"] == "ok"
+        row["Improvement (TRT vs PT)"] = f"{trt['img_s'] / pt['img_s']:.2f}x" if ok else "-"
+        eff = trt["img_s_per_plate_w"] if trt is not None and trt["status"] == "ok" else None
+        row["Energy efficiency (img/s/W)"] = f"{eff:.2f}" if eff is not None and eff == eff else "-"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def headline(t: Any) -> Any:
+    """Per model and batch, across GPUs: the four columns' images/s."""
+    import pandas as pd
+
+    rows = []
+    base = t[(t["tf32"] == "default") & (t["channels_last"] == "false")]
+    for (model, batch, gpu), group in base.groupby(["model", "batch", "gpu"], sort=True):
+        row = {"Model": model, "Batch Size": int(batch), "GPU": gpu}
+        row.update(
+            {name: cell(_pick(group, backend=b, precision=p)) for name, (b, p) in STUDY_COLUMNS.items()}
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def wide_table(t: Any) -> Any:
+    """Every backend and precision: images/s, speed-up over eager fp32, energy, latency, parity."""
+    t = t.copy()
+    ref = t[(t["backend"] == "eager") & (t["precision"] == "fp32") & (t["tf32"] == "default")]
+    ref = ref[(ref["channels_last"] == "false") & (ref["status"] == "ok")]
+    base = {(r.model, r.batch, r.gpu): r.img_s for r in ref.itertuples()}
+    t["speedup_vs_eager_fp32"] = [
+        r.img_s / base[(r.model, r.batch, r.gpu)]
+        if r.status == "ok" and (r.model, r.batch, r.gpu) in base
+        else None
+        for r in t.itertuples()
+    ]
+    order = ["gpu", "model", "batch", "backend", "precision", "tf32", "channels_last"]
+    columns = [*order, "status", "img_s", "speedup_vs_eager_fp32", "p50_ms", "p99_ms", "img_per_j"]
+    columns += ["img_s_per_plate_w", "parity", "rel_l2", "run_id"]
+    return t.sort_values(order)[columns].reset_index(drop=True)
+
+
+def label(r: Any) -> str:
+    extra = "" if r["tf32"] == "default" else (" tf32" if r["tf32"] == "true" else " no-tf32")
+    return f"{r['backend']} {r['precision']}{extra}" + (" CL" if r["channels_last"] == "true" else "")
+
+
+def plots(wide: Any, out: Path) -> list[Path]:
+    """Throughput vs batch per backend (a panel per model), images per joule, speed-up over eager fp32."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = wide[wide["status"] == "ok"].copy()
+    if ok.empty:
+        return []
+    ok["label"] = [label(r) for _, r in ok.iterrows()]
+    models = sorted(ok["model"].unique())
+    files = []
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for (lab, gpu), g in ok[ok["model"] == model].groupby(["label", "gpu"]):
+            g = g.sort_values("batch")
+            ax.plot(g["batch"], g["img_s"], marker="o", label=f"{lab} ({gpu})")
+        ax.set(title=model, xlabel="batch size", ylabel="images/s", xscale="log")
+        ax.legend(fontsize=7)
+    files.append(_save(fig, out / "throughput_vs_batch.png"))
+    for metric, title, name in (
+        ("img_per_j", "images per joule (measured)", "images_per_joule.png"),
+        ("speedup_vs_eager_fp32", "speed-up over eager fp32", "speedup_vs_eager_fp32.png"),
+    ):
+        data = ok.dropna(subset=[metric])
+        if data.empty:
+            continue
+        fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+        for ax, model in zip(axes[0], models, strict=True):
+            d = data[data["model"] == model].sort_values(["batch", "label"])
+            ax.barh([f"{r.label} b{r.batch} ({r.gpu})" for r in d.itertuples()], d[metric])
+            ax.set(title=f"{model}: {title}")
+            ax.tick_params(axis="y", labelsize=7)
+        files.append(_save(fig, out / name))
+    return files
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def markdown(frame: Any) -> str:
+    if frame.empty:
+        return "(no runs)\n"
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    for _, r in frame.iterrows():
+        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if v != v else f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return "" if v is None else str(v)
+
+
+def write(t: Any, out: Path, source: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    wide = wide_table(t)
+    parts = [
+        "# Inference benchmark report\n",
+        f"Source: {source}. Figures are images/s (batch size / mean latency, CUDA events on a GPU), the "
+        "newest run per cell. Improvement = TensorRT-FP16 / Native PyTorch; energy efficiency = "
+        f"TensorRT-FP16 images/s per nameplate watt, as the study states it.{FAIL_MARK}: the output failed "
+        "the parity check against eager fp32.\n",
+    ]
+    files = []
+    for i, gpu in enumerate(sorted(t["gpu"].unique())):
+        table = study_table(t, gpu)
+        parts += [f"## {gpu}\n", markdown(table)]
+        files.append(out / f"study_{i}.csv")
+        table.assign(GPU=gpu).to_csv(files[-1], index=False)
+    head = headline(t)
+    parts += ["## Headline: each model across GPUs\n", markdown(head)]
+    parts += ["## Every backend and precision\n", markdown(wide.drop(columns=["run_id"]))]
+    head.to_csv(out / "headline.csv", index=False)
+    wide.to_csv(out / "wide.csv", index=False)
+    pngs = plots(wide, out)
+    parts += ["## Plots\n", *(f"![{p.stem}]({p.name})\n" for p in pngs)]
+    (out / "report.md").write_text("\n".join(parts), encoding="utf-8")
+    return [*files, out / "headline.csv", out / "wide.csv", out / "report.md", *pngs]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--uri", default=None, help="tracking URI (default: as the benchmark resolves it)")
+    ap.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
+    ap.add_argument("--parent", default=None, help="one sweep: its parent run's id")
+    ap.add_argument("--sweep", choices=["latest"], default=None, help="the experiment's newest sweep")
+    ap.add_argument("--filter", default=None, help="an MLflow filter, e.g. \"params.model = 'yolo'\"")
+    ap.add_argument("--out", default="reports", help="folder for report.md, CSV and PNG files")
+    ap.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's run")
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and " " in argv[0]:  # `mlflow run . -e report -P args="..."` passes one quoted string
+        argv = shlex.split(argv[0])
+    a = ap.parse_args(argv)
+    parent = a.parent or (latest_sweep(a.uri, a.experiment) if a.sweep else None)
+    df = load_runs(a.uri, a.experiment, parent, a.filter)
+    if df.empty:
+        print(f"no job runs in experiment '{a.experiment}'" + (f" under sweep {parent}" if parent else ""))
+        return 1
+    source = (
+        f"experiment '{a.experiment}'"
+        + (f", sweep {parent}" if parent else "")
+        + (f", filter {a.filter}" if a.filter else "")
+    )
+    files = write(tidy(df), Path(a.out), source)
+    if parent and not a.no_log:
+        client = tracking.open_client(tracking.tracking_uri(a.uri))
+        for f in files:
+            client.log_artifact(parent, str(f), artifact_path="report")
+    print(f"wrote {len(files)} files to {a.out}" + (f" and logged them to run {parent}" if parent else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

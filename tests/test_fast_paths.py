@@ -1,0 +1,189 @@
+"""torch.compile, CUDA graphs, AOTInductor and ONNX Runtime on the real models (tiny shapes): outputs
+match eager, artifacts load, caches are hit on a repeat, what a backend cannot run is refused, with why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.backends.onnxruntime import OnnxRuntime
+from src.config import unsupported_combination
+from src.errors import ConfigError, Status, Unavailable
+from src.isolation import run_in_child
+from tests.conftest import QUICK, make_spec, run_bench
+from tests.test_backends import prepared
+
+CPU = torch.device("cpu")
+
+
+def outputs(backend, model, x):
+    fn = backend.prepare(model, x)
+    with torch.inference_mode():
+        expected, got = model(x), fn(x)
+    return expected, got[0] if isinstance(got, (list, tuple)) else got
+
+
+@pytest.mark.slow
+def test_a_repeated_compile_sweep_hits_inductors_caches(store: str, tmp_path: Path) -> None:
+    """Two jobs compiling the same graph, each in its own process: the second reads the first's cache."""
+    from mlflow import MlflowClient
+
+    cache = tmp_path / "cache"
+    args = ["-m", "model=segresnet", "smoke=true", "batch_size=2", "backend=compile", "gpu=cpu", *QUICK]
+    args += ["measure.warmup_iters=1,2", f"backend.options.cache_dir={cache}", f"tracking.uri={store}"]
+    out = run_bench(args, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(store)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        "tags.kind = 'job'",
+        order_by=["start_time ASC"],
+    )
+    assert [r.data.tags["status"] for r in runs] == ["ok", "ok"]
+    first, second = (r.data for r in runs)
+    assert first.tags["inductor_cache"] == "miss" and second.tags["inductor_cache"] == "hit"
+    assert first.tags["graph_breaks"] == "0" and first.metrics["dynamo_recompiles_timed"] == 0
+    assert second.metrics["compile_s"] < first.metrics["compile_s"]
+    assert (cache / "inductor").is_dir()
+
+
+def test_compile_matches_eager_on_the_cpu(tmp_path: Path) -> None:
+    backend, model, x = prepared(
+        "backend=compile", "model=segresnet", f"backend.options.cache_dir={tmp_path}"
+    )
+    expected, got = outputs(backend, model, x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert backend.metrics["dynamo_unique_graphs"] >= 1 and backend.metrics["compile_s"] > 0
+
+
+def test_aotinductor_builds_a_loadable_package_and_reuses_it(tmp_path: Path) -> None:
+    settings = ("backend=aotinductor", "model=segresnet", f"backend.options.cache_dir={tmp_path / 'cache'}")
+    backend, model, x = prepared(*settings)
+    expected, got = outputs(backend, model, x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert backend.tags["aoti_package_cache"] == "miss" and backend.metrics["aoti_compile_s"] > 0
+    (package,) = backend.export(tmp_path / "engine")
+    assert package.name == "model.pt2" and package.stat().st_size > 0
+    with torch.inference_mode():
+        reloaded = torch._inductor.aoti_load_package(str(package))(x)
+    torch.testing.assert_close(reloaded, expected, rtol=1e-4, atol=1e-4)
+    again, model, x = prepared(*settings)
+    _, got_again = outputs(again, model, x)
+    assert again.tags["aoti_package_cache"] == "hit" and "aoti_compile_s" not in again.metrics
+    torch.testing.assert_close(got_again, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("model_name", ["densenet", "yolo"])
+def test_onnxruntime_on_the_cpu_matches_eager_and_logs_the_onnx_file(model_name: str, tmp_path: Path) -> None:
+    backend, model, x = prepared("backend=onnxruntime", f"model={model_name}")
+    assert backend.unavailable(CPU) is None
+    expected, got = outputs(backend, model, x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert backend.tags["onnxruntime_provider"] == "CPUExecutionProvider"
+    (path,) = backend.export(tmp_path)
+    assert path.name == "model.onnx" and path.stat().st_size > 1e6
+
+
+def test_onnxruntime_never_runs_a_gpu_job_on_another_provider() -> None:
+    backend, _, _ = prepared("backend=onnxruntime")
+    gpu = torch.device("cuda", 0)
+    only_cpu = ["AzureExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(
+        Unavailable, match=r"no TensorrtExecutionProvider or CUDAExecutionProvider .* onnxruntime-gpu"
+    ):
+        backend._choose(gpu, only_cpu)
+    assert backend._choose(gpu, ["CUDAExecutionProvider", *only_cpu]) == "CUDAExecutionProvider"
+    both = ["TensorrtExecutionProvider", "CUDAExecutionProvider", *only_cpu]
+    assert backend._choose(gpu, both) == "TensorrtExecutionProvider"
+    cuda_only = OnnxRuntime(OnnxRuntime.parse_options("onnxruntime", {"provider": "cuda"}), None)
+    assert cuda_only._choose(gpu, both) == "CUDAExecutionProvider"
+    assert backend._choose(CPU, only_cpu) == "CPUExecutionProvider"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["backend=onnxruntime", "precision=bf16"], "cannot run precision 'bf16'; allowed: fp32, fp16"),
+        (["backend=onnxruntime", "channels_last=true"], "cannot take a channels-last input"),
+    ],
+)
+def test_each_backend_declares_the_combinations_it_cannot_run(overrides: list[str], message: str) -> None:
+    assert message in unsupported_combination(make_spec(*overrides))
+    assert unsupported_combination(make_spec("backend=onnxruntime", "precision=fp16")) is None
+
+
+@pytest.mark.slow
+def test_a_declared_combination_is_refused_alone_and_unsupported_in_a_sweep(store: str) -> None:
+    from mlflow import MlflowClient
+
+    single = run_bench(["backend=onnxruntime", "channels_last=true", f"tracking.uri={store}"], timeout=300)
+    assert single.returncode == 2 and "cannot take a channels-last input" in single.stderr
+    args = ["-m", "backend=eager,onnxruntime", "precision=bf16", "model=segresnet", "smoke=true", "gpu=cpu"]
+    out = run_bench([*args, "batch_size=2", *QUICK, f"tracking.uri={store}"], timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.kind = 'job'")
+    statuses = {
+        r.data.params["backend"]: (r.data.tags["status"], r.data.tags.get("reason", "")) for r in runs
+    }
+    assert statuses["eager"][0] == "ok"
+    assert statuses["onnxruntime"] == (
+        "unsupported",
+        "backend 'onnxruntime' cannot run precision 'bf16'; allowed: fp32, fp16",
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["backend=compile", "backend.options.mode=fast"], "mode 'fast'; allowed: default, reduce-overhead"),
+        (["backend=onnxruntime", "backend.options.provider=dml"], "allowed: auto, tensorrt, cuda, cpu"),
+        (["backend=cudagraphs", "backend.options.warmup_calls=0"], "warmup_calls must be >= 1"),
+    ],
+)
+def test_bad_backend_options_are_refused_up_front(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make_spec(*overrides)
+
+
+def test_tf32_is_a_precision_preset_and_shows_in_the_run_name() -> None:
+    spec = make_spec("precision=tf32", "channels_last=true")
+    assert (spec.precision, spec.tf32) == ("fp32", True)
+    assert spec.label == "densenet-eager-tf32-cl-bs32" and spec.params()["tf32"] == "true"
+    assert make_spec("precision.tf32=false").label == "densenet-eager-fp32-notf32-bs32"
+
+
+def test_cuda_graphs_and_fp16_onnxruntime_are_unsupported_on_the_cpu(tmp_path: Path) -> None:
+    for overrides in (["backend=cudagraphs"], ["backend=onnxruntime", "precision=fp16"]):
+        spec = make_spec("smoke=true", "batch_size=2", "gpu=cpu", *QUICK, *overrides)
+        result = run_in_child(spec, tmp_path / overrides[0])
+        assert result.status is Status.UNSUPPORTED, result.reason
+        assert "CUDA GPU" in result.reason or "fp32 only" in result.reason
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend_name", ["compile", "cudagraphs", "aotinductor"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_fast_paths_run_on_the_gpu(backend_name: str, precision: str, tmp_path: Path) -> None:
+    settings = [f"backend={backend_name}", f"precision={precision}", "model=yolo", "channels_last=true"]
+    if backend_name != "cudagraphs":
+        settings.append(f"backend.options.cache_dir={tmp_path / 'cache'}")
+    spec = make_spec("smoke=true", "batch_size=4", *QUICK, *settings)
+    result = run_in_child(spec, tmp_path / "job")
+    assert result.status is Status.OK, result.reason
+    assert result.params["device"] == "cuda:0" and result.metrics["throughput_img_s"] > 0
+
+
+@pytest.mark.gpu
+def test_a_gpu_onnxruntime_job_without_a_gpu_provider_is_unavailable(tmp_path: Path) -> None:
+    import onnxruntime
+
+    spec = make_spec("smoke=true", "batch_size=2", *QUICK, "backend=onnxruntime")
+    result = run_in_child(spec, tmp_path / "job")
+    if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(onnxruntime.get_available_providers()):
+        assert result.status is Status.OK, result.reason
+        assert result.tags["onnxruntime_provider"] != "CPUExecutionProvider"
+    else:
+        assert result.status is Status.UNAVAILABLE and "onnxruntime-gpu" in result.reason

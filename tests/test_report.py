@@ -1,0 +1,47 @@
+"""The study preset as one command, and the report read back from MLflow: tables, CSV, plots, artifacts."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from src import report
+from tests.conftest import QUICK, run_bench
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_study_preset_runs_its_grid_and_the_report_shows_it(store: str, tmp_path: Path) -> None:
+    args = ["+experiment=study", "hydra.sweeper.params.model=segresnet", "smoke=true", "gpu=cpu", *QUICK]
+    out = run_bench([*args, f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(store)
+    (sweep,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.kind = 'sweep'"
+    )
+    jobs = client.search_runs([sweep.info.experiment_id], "tags.kind = 'job'")
+    cells = {
+        (r.data.params["backend"], r.data.params["precision"], r.data.params["batch_size"]) for r in jobs
+    }
+    assert cells == {(b, p, n) for b, p in report.STUDY_COLUMNS.values() for n in ("1", "4")}
+
+    assert report.main(["--uri", store, "--sweep", "latest", "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## none (CPU)" in md
+    header = "| Task | Batch Size | Native PyTorch | Torch Script | TensorRT-FP32 | TensorRT-FP16 |"
+    assert header in md
+    with (tmp_path / "rep" / "study_0.csv").open() as f:
+        rows = {row["Batch Size"]: row for row in csv.DictReader(f)}
+    eager = next(
+        r for r in jobs if r.data.params["backend"] == "eager" and r.data.params["batch_size"] == "4"
+    )
+    assert rows["4"]["Native PyTorch"] == f"{eager.data.metrics['throughput_img_s']:.1f}"  # the run's figure
+    assert rows["4"]["TensorRT-FP16"] == "UNAVAILABLE" and rows["1"]["Improvement (TRT vs PT)"] == "-"
+    for png in ("throughput_vs_batch.png", "speedup_vs_eager_fp32.png"):
+        assert (tmp_path / "rep" / png).stat().st_size > 5000
+    assert not (tmp_path / "rep" / "images_per_joule.png").exists()  # no energy counter on this CPU
+    logged = {a.path for a in client.list_artifacts(sweep.info.run_id, "report")}
+    assert {"report/report.md", "report/wide.csv", "report/throughput_vs_batch.png"} <= logged

@@ -1,0 +1,91 @@
+"""The MLflow UI as a user sees it: a real `mlflow server` on loopback over a store filled by a real CPU
+sweep, opened in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright; no downloaded
+browser). Screenshots go to $BENCH_SCREENSHOT_DIR (CI keeps them) or the test's temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import QUICK, run_bench
+
+CHROMIUM = "/usr/bin/chromium"
+EXPANDER = "runnamecellrenderer.tsx_46"  # MLflow 3.17's expand button on a parent run's name cell
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Debian's chromium at {CHROMIUM}"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(store: str, tmp_path: Path):
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--workers", "1", "--default-artifact-root", (tmp_path / "art").as_uri()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not come up within 60 s")
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+def test_the_ui_lists_the_sweeps_runs_and_compares_them(store: str, server: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    args = ["-m", "model=segresnet", "backend=eager,torchscript", "smoke=true", "batch_size=2", "gpu=cpu"]
+    out = run_bench([*args, *QUICK, f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(store)
+    jobs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.kind = 'job'")
+    exp_id = jobs[0].info.experiment_id
+    shots = Path(os.environ.get("BENCH_SCREENSHOT_DIR") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1800, "height": 1100})
+        page.goto(f"{server}/#/experiments/{exp_id}/runs")
+        page.get_by_text("sweep-").first.wait_for(timeout=60_000)  # the sweep's parent run, collapsed
+        page.locator(f"button[data-component-id$='{EXPANDER}']").first.click()  # show its child runs
+        for run in jobs:
+            page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(shots / "mlflow-runs.png"))
+        ids = json.dumps([r.info.run_id for r in jobs])
+        page.goto(f"{server}/#/compare-runs?runs={quote(ids)}&experiments={quote(json.dumps([exp_id]))}")
+        page.get_by_text("Metrics", exact=True).last.wait_for(timeout=60_000)
+        page.get_by_text("Metrics", exact=True).last.scroll_into_view_if_needed()
+        page.get_by_text("build_time_s", exact=True).first.wait_for(timeout=30_000)
+        body = page.inner_text("body")
+        page.screenshot(path=str(shots / "mlflow-compare.png"))
+        browser.close()
+    for run in jobs:  # side by side: each run's name and its build time (the metrics table's first rows)
+        assert run.info.run_name in body
+        assert f"{run.data.metrics['build_time_s']:.4g}"[:4] in body
+    assert (shots / "mlflow-runs.png").stat().st_size > 10_000
+    assert shutil.which("chromium") or Path(CHROMIUM).exists()
