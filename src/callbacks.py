@@ -68,6 +68,16 @@ class BenchCallback(Callback):
         parent = os.environ.get(PARENT_ENV)
         if not parent or self._client is None:
             return
+        try:
+            self._summarise(parent)
+        except Exception as exc:  # the tracking server went away: the jobs' results are kept on disk
+            log.warning(
+                "could not read the sweep back from MLflow (%s: %s); see `python -m src.upload`",
+                type(exc).__name__,
+                exc,
+            )
+
+    def _summarise(self, parent: str) -> None:
         runs = tracking.children(self._client, parent)
         counts = Counter(r.data.tags.get("status", "unknown") for r in runs)
         tracking.log_all(self._client, parent, tags={f"jobs_{k}": str(v) for k, v in counts.items()})

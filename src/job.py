@@ -87,6 +87,8 @@ def place(
     model: torch.nn.Module, spec: JobSpec, device: torch.device
 ) -> tuple[torch.nn.Module, torch.Tensor]:
     """Precision and memory layout, applied in this one place for every backend."""
+    import torch
+
     x = make_input(spec, device)
     model = model.requires_grad_(False).to(device=device, dtype=_dtype(spec))
     if spec.channels_last:
@@ -191,10 +193,14 @@ def _build_and_measure(
         model = model_def.build(spec.model)
     except ImportError as exc:
         raise Unavailable(f"missing Python package '{exc.name}' (pip install {exc.name}): {exc}") from exc
+    load_s = time.perf_counter() - start
+    start = time.perf_counter()
     ref = _parity_reference(model, spec, device, progress)
+    progress.metrics({"parity_reference_s": time.perf_counter() - start})
+    start = time.perf_counter()
     model, x = place(model, spec, device)
     synchronize(device)
-    progress.metrics({"model_load_s": time.perf_counter() - start})
+    progress.metrics({"model_load_s": load_s + time.perf_counter() - start})
 
     progress.phase("compile")
     start = time.perf_counter()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src import PROJECT_ROOT, nvml, telemetry, tracking
+from src import PROJECT_ROOT, nvml, pending, telemetry, tracking
 from src.envinfo import cpu_model, git_info, host_tags, library_versions
 from src.errors import Status
 from src.isolation import ARTIFACTS, CHILD_LOG, JobResult, run_in_child
@@ -162,5 +162,20 @@ def _finish(
         shutil.rmtree(engine, ignore_errors=True)
     edges = result.metrics.get("window_start_unix"), result.metrics.get("window_end_unix")
     steps = telemetry.step_metrics(trace, *edges)
-    tracking.finish_job_run(client, run_id, result, [job_dir / ARTIFACTS, meta], steps)
+    dirs = [job_dir / ARTIFACTS, meta]
+    try:
+        tracking.finish_job_run(client, run_id, result, dirs, steps)
+    except Exception as exc:  # the tracking server is unreachable: keep everything for `src.upload`
+        path = pending.save(meta, client.tracking_uri, run_id, result, dirs, steps)
+        log.warning(
+            "could not log run %s to %s (%s: %s); its result is kept in %s: upload it later with "
+            "`python -m src.upload %s`",
+            run_id,
+            client.tracking_uri,
+            type(exc).__name__,
+            exc,
+            path,
+            job_dir.parent,
+        )
+        return
     shutil.rmtree(engine, ignore_errors=True)  # now in MLflow: do not keep a second copy

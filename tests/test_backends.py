@@ -74,3 +74,16 @@ def test_fuser_auto_turns_nnc_off_for_wide_concatenations_on_a_gpu() -> None:
         assert backend.tags["torchscript_fuser"] == "nnc"
     finally:
         torch._C._jit_set_texpr_fuser_enabled(was)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "fmt"), [("densenet", "channels_last"), ("segresnet", "channels_last_3d")]
+)
+def test_channels_last_places_model_and_input_in_that_layout(model_name: str, fmt: str) -> None:
+    backend, model, x = prepared("backend=eager", f"model={model_name}", "channels_last=true")
+    memory_format = getattr(torch, fmt)
+    assert x.is_contiguous(memory_format=memory_format) and not x.is_contiguous()
+    weight = next(p for p in model.parameters() if p.dim() == x.dim())
+    assert weight.is_contiguous(memory_format=memory_format)
+    with torch.inference_mode():
+        backend.prepare(model, x)(x)
