@@ -36,7 +36,11 @@ def main(cfg: DictConfig) -> str:
     sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     spec = _config.to_spec(cfg)  # validated already by the callback; cheap, and keeps main usable alone
     parent = parent_run_id(sweep_dir)
-    key, done = already_measured(cfg, spec, parent)
+    try:
+        key, done = already_measured(cfg, spec, parent)
+    except Exception as exc:  # the tracking server is unreachable: measure; the result waits on disk
+        log.warning("could not look for an identical finished run (%s: %s)", type(exc).__name__, exc)
+        key, done = None, None
     if done:  # resumable sweeps: an identical job already finished ok (force=true measures it again)
         log.info("%s: skipped, identical to finished run %s (force=true re-runs it)", spec.label, done)
         return "skipped"

@@ -23,7 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src import tracking
+from src import pending, tracking
 from src.config import to_spec, unsupported_combination
 from src.errors import ConfigError
 from src.runner import PARENT_ENV, PARENT_FILE
@@ -71,11 +71,12 @@ class BenchCallback(Callback):
         try:
             self._summarise(parent)
         except Exception as exc:  # the tracking server went away: the jobs' results are kept on disk
-            log.warning(
-                "could not read the sweep back from MLflow (%s: %s); see `python -m src.upload`",
-                type(exc).__name__,
-                exc,
-            )
+            log.warning("could not read the sweep back from MLflow (%s: %s)", type(exc).__name__, exc)
+            if self._own_parent:
+                sweep_dir = Path(config.hydra.sweep.dir)
+                pending.save_parent(sweep_dir, self._client.tracking_uri, self._own_parent, "FINISHED")
+                log.warning("the sweep's results wait on disk: `python -m src.upload %s`", sweep_dir)
+                self._own_parent = None  # ended by the upload, not as KILLED on the way out
 
     def _summarise(self, parent: str) -> None:
         runs = tracking.children(self._client, parent)

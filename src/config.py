@@ -46,7 +46,7 @@ class PrecisionConfig:
 
 @dataclass
 class GpuConfig:
-    index: str = "auto"  # auto | cpu | a CUDA device index
+    index: str = "auto"  # auto | any | cpu | a CUDA device index
     name: str | None = None  # presets: the card's name
     match: str | None = None  # presets: text the detected card's name must contain
     memory_gib: float | None = None
@@ -98,6 +98,21 @@ class BenchConfig:
 
 
 ConfigStore.instance().store(name="base_config", node=BenchConfig)
+
+
+def gpu_count() -> int:
+    """The GPUs CUDA can see (NVML, honouring CUDA_VISIBLE_DEVICES), at least 1: `${gpu_count:}` in
+    conf/hydra/launcher/gpus.yaml runs that many jobs at once."""
+    from src import nvml
+
+    try:
+        with nvml.session() as nv:
+            return max(1, len(nvml.visible_indices(nv)))
+    except nvml.NvmlUnavailable:
+        return 1
+
+
+OmegaConf.register_new_resolver("gpu_count", gpu_count, replace=True)
 
 
 def to_spec(cfg: DictConfig) -> JobSpec:
@@ -175,9 +190,9 @@ def unsupported_combination(spec: JobSpec) -> str | None:
 
 def _gpu_problems(gpu: GpuSpec) -> list[str]:
     problems = []
-    if gpu.index not in ("auto", "cpu") and not gpu.index.isdigit():
+    if gpu.index not in ("auto", "any", "cpu") and not gpu.index.isdigit():
         problems.append(
-            f"gpu '{gpu.index}' is not allowed; allowed: auto, cpu, or a CUDA device index (0, 1, ...)"
+            f"gpu '{gpu.index}' is not allowed; allowed: auto, any, cpu, or a CUDA device index (0, 1, ...)"
         )
     if gpu.index == "cpu" and gpu.name:
         problems.append(f"gpu preset '{gpu.name}' cannot run on the CPU (gpu.index=cpu)")

@@ -51,3 +51,36 @@ def file_lock(path: Path, what: str) -> Iterator[float]:
 def device_lock(key: str) -> contextmanager:
     """Hold the device's lock (one measuring job on it at a time); yields the seconds waited."""
     return file_lock(lock_dir() / (re.sub(r"[^A-Za-z0-9._-]", "_", key) + ".lock"), f"device {key}")
+
+
+@contextmanager
+def any_device_lock(keys: list[str], poll_s: float = 0.5) -> Iterator[tuple[int, float]]:
+    """Hold the lock of whichever of these devices is free first; yields (its position, seconds waited).
+
+    For `gpu=any`: jobs launched in parallel spread over the cards, never two on one card."""
+    paths = [lock_dir() / (re.sub(r"[^A-Za-z0-9._-]", "_", k) + ".lock") for k in keys]
+    lock_dir().mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    told = False
+    while True:
+        for position, path in enumerate(paths):
+            f = path.open("a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            try:
+                f.seek(0)
+                f.truncate()
+                f.write(f"{os.getpid()}\n")
+                f.flush()
+                yield position, time.monotonic() - start
+                return
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+                f.close()
+        if not told:
+            log.info("waiting for a free device among %d: every one is measuring", len(keys))
+            told = True
+        time.sleep(poll_s)

@@ -3,7 +3,9 @@
 When logging a finished job fails (the server is down or unreachable, after MLflow's own retries:
 MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR), the job's folder keeps its artifacts
 and `meta/pending.json`: the tracking URI, the run's id, the whole result and its metric series. Uploading
-logs them to that run and ends it with the job's status, then renames the file `uploaded.json`.
+logs them to that run and ends it with the job's status, then renames the file `uploaded.json`. A job that
+could not even create its run (the server was down when it started) is measured all the same; its record
+holds what the run needs (experiment, parent, name, tags, params) and the run is created on upload.
 
     python -m src.upload multirun/2026-11-30/12-00-00        # every pending job under these folders
     python -m src.upload outputs --uri http://mlflow.internal:5000   # to another address of the server
@@ -14,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from src import tracking
@@ -22,12 +24,41 @@ from src.errors import Status
 from src.isolation import JobResult
 
 PENDING = "pending.json"
+PARENT_PENDING = "parent_pending.json"  # a sweep's parent run, to be ended once its jobs are uploaded
 
 
-def save(meta: Path, uri: str, run_id: str, result: JobResult, dirs: list[Path], steps: list) -> Path:
+@dataclass(frozen=True)
+class NewRun:
+    """What a job's run is created with."""
+
+    experiment: str | None
+    parent: str | None
+    name: str
+    tags: dict[str, str]
+    params: dict[str, str]
+
+
+def create(client, new: NewRun) -> str:
+    """Create the job's run (under its parent, in the parent's or the named experiment) and log its params."""
+    exp_id = tracking.experiment_id(client, new.experiment, new.parent)
+    run_id = tracking.start_run(client, exp_id, new.name, new.parent, new.tags)
+    tracking.log_all(client, run_id, params=new.params)
+    return run_id
+
+
+def save(
+    meta: Path,
+    uri: str,
+    run_id: str | None,
+    result: JobResult,
+    dirs: list[Path],
+    steps: list,
+    new_run: NewRun | None = None,
+) -> Path:
     record = {
         "tracking_uri": uri,
         "run_id": run_id,
+        "new_run": asdict(new_run) if new_run else None,
         "result": {**asdict(result), "status": result.status.value},
         "artifact_dirs": [str(d) for d in dirs],
         "steps": [list(s) for s in steps],
@@ -45,8 +76,25 @@ def upload(path: Path, uri: str | None = None) -> str:
     client = tracking.open_client(uri or record["tracking_uri"])
     dirs = [Path(d) for d in record["artifact_dirs"]]
     steps = [tuple(s) for s in record["steps"]]
-    tracking.finish_job_run(client, record["run_id"], result, dirs, steps)
+    run_id = record["run_id"]
+    if run_id is None:  # the server was down when the job started: create its run now, once
+        run_id = create(client, NewRun(**record["new_run"]))
+        record["run_id"] = run_id
+        path.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    tracking.finish_job_run(client, run_id, result, dirs, steps)
     path.rename(path.with_name("uploaded.json"))
+    return run_id
+
+
+def save_parent(sweep_dir: Path, uri: str, run_id: str, status: str) -> None:
+    record = {"tracking_uri": uri, "run_id": run_id, "status": status}
+    (sweep_dir / PARENT_PENDING).write_text(json.dumps(record), encoding="utf-8")
+
+
+def end_parent(path: Path, uri: str | None = None) -> str:
+    record = json.loads(path.read_text(encoding="utf-8"))
+    tracking.open_client(uri or record["tracking_uri"]).set_terminated(record["run_id"], record["status"])
+    path.rename(path.with_name("parent_uploaded.json"))
     return record["run_id"]
 
 
@@ -61,6 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"uploaded {path.parent.parent}: run {upload(path, a.uri)}")
         except Exception as exc:  # still unreachable: keep it pending, try the next
+            failed += 1
+            print(f"still pending {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    for path in sorted(p for folder in a.folders for p in Path(folder).rglob(PARENT_PENDING)):
+        if failed:  # end a sweep's parent run only once all its jobs are in
+            break
+        try:
+            print(f"ended sweep run {end_parent(path, a.uri)}")
+        except Exception as exc:
             failed += 1
             print(f"still pending {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
     print(f"{len(found) - failed} uploaded, {failed} still pending")

@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import shutil
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -16,7 +18,7 @@ from src import PROJECT_ROOT, nvml, pending, telemetry, tracking
 from src.envinfo import cpu_model, git_info, host_tags, library_versions
 from src.errors import Status
 from src.isolation import ARTIFACTS, CHILD_LOG, JobResult, run_in_child
-from src.locks import device_lock
+from src.locks import any_device_lock, device_lock
 from src.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -67,13 +69,19 @@ def run_job(
     """Measure one job in a child process and leave exactly one MLflow run for it, whatever happens.
     `refused`: why the backend cannot run this combination; the run records it as `unsupported`."""
     settings = cfg.tracking
-    client = tracking.open_client(tracking.tracking_uri(settings.uri))
-    exp_id = tracking.experiment_id(client, settings.experiment, parent)
+    uri = tracking.tracking_uri(settings.uri)
     tags = {"status": "running", "kind": "job", **git_info(PROJECT_ROOT), **host_tags(), **library_versions()}
     tags["config_key"] = key or config_key(spec)
-    run_id = tracking.start_run(client, exp_id, settings.run_name or spec.label, parent, tags)
-    tracking.log_all(client, run_id, params=spec.params())
-    log.info("%s: measuring in a child process (run %s)", spec.label, run_id)
+    new_run = pending.NewRun(
+        settings.experiment, parent, settings.run_name or spec.label, tags, spec.params()
+    )
+    client = tracking.open_client(uri)
+    try:
+        run_id: str | None = pending.create(client, new_run)
+    except Exception as exc:  # the tracking server is unreachable: measure anyway, keep the result on disk
+        log.warning("%s: cannot reach %s (%s); measuring anyway", spec.label, uri, type(exc).__name__)
+        run_id = None  # created on upload (src/pending.py)
+    log.info("%s: measuring in a child process (run %s)", spec.label, run_id or "pending")
     trace = None
     try:
         meta = job_dir / META
@@ -90,23 +98,21 @@ def run_job(
         result = JobResult(Status.FAILED, reason=f"could not run the job: {type(exc).__name__}: {exc}")
     except BaseException:  # interrupted (Ctrl-C): the run still ends with a status, then the sweep stops
         result = JobResult(Status.FAILED, reason="interrupted: the sweep was stopped while this job ran")
-        _finish(client, run_id, result, job_dir, settings.log_engine)
+        _finish(client, run_id, result, job_dir, settings.log_engine, new_run=new_run)
         raise
-    _finish(client, run_id, result, job_dir, settings.log_engine, trace)
+    _finish(client, run_id, result, job_dir, settings.log_engine, trace, new_run)
     throughput = result.metrics.get("throughput_img_s")
     figure = f", {throughput:.1f} img/s" if throughput is not None and result.status is Status.OK else ""
     log.info(
         "%s: %s%s%s", spec.label, result.status.value, figure, f" ({result.reason})" if result.reason else ""
     )
-    return result, run_id
+    return result, run_id or ""
 
 
 def measure(spec: JobSpec, job_dir: Path) -> tuple[JobResult, telemetry.Trace | None]:
     """The child, inside its device's lock, with idle power read before it and a trace sampled during it."""
-    gpu = _identify(spec.gpu.index)
-    key = gpu.uuid if gpu else ("cpu" if spec.gpu.index in ("cpu", "auto") else f"gpu-{spec.gpu.index}")
     hz = spec.telemetry.sample_hz
-    with device_lock(key) if spec.telemetry.lock else nullcontext(0.0) as waited:
+    with claim_device(spec) as (spec, gpu, waited):
         idle = telemetry.idle_power_w(gpu.nvml_index, spec.telemetry.idle_s, hz) if gpu else None
         sampler = telemetry.Sampler(gpu.nvml_index, hz) if gpu and hz > 0 else None
         with sampler or nullcontext():
@@ -133,7 +139,37 @@ def measure(spec: JobSpec, job_dir: Path) -> tuple[JobResult, telemetry.Trace | 
     return result, sampler.trace
 
 
+@contextmanager
+def claim_device(spec: JobSpec) -> Iterator[tuple[JobSpec, nvml.GpuIdentity | None, float]]:
+    """The job's device, locked for the job: its own (`auto`, `cpu`, an index), or with `gpu=any` the
+    first GPU no other job is measuring on (the job's spec then names that GPU's index)."""
+    if spec.gpu.index == "any":
+        gpus = _all_gpus()
+        if not gpus:
+            spec = replace(spec, gpu=replace(spec.gpu, index="cpu"))
+        elif spec.telemetry.lock:
+            with any_device_lock([g.uuid for g in gpus]) as (position, waited):
+                yield replace(spec, gpu=replace(spec.gpu, index=str(position))), gpus[position], waited
+            return
+        else:
+            spec = replace(spec, gpu=replace(spec.gpu, index="0"))
+    gpu = _identify(spec.gpu.index)
+    key = gpu.uuid if gpu else ("cpu" if spec.gpu.index in ("cpu", "auto") else f"gpu-{spec.gpu.index}")
+    with device_lock(key) if spec.telemetry.lock else nullcontext(0.0) as waited:
+        yield spec, gpu, waited
+
+
+def _all_gpus() -> list[nvml.GpuIdentity]:
+    try:
+        with nvml.session() as nv:
+            return [g for i in range(len(nvml.visible_indices(nv))) if (g := nvml.identify(nv, str(i)))]
+    except nvml.NvmlUnavailable:
+        return []
+
+
 def _identify(gpu_index: str) -> nvml.GpuIdentity | None:
+    """The job's card; for `gpu=any` (not yet claimed) the first one, which names the host's cards."""
+    gpu_index = "auto" if gpu_index == "any" else gpu_index
     try:
         with nvml.session() as nv:
             return nvml.identify(nv, gpu_index)
@@ -143,11 +179,12 @@ def _identify(gpu_index: str) -> nvml.GpuIdentity | None:
 
 def _finish(
     client,
-    run_id: str,
+    run_id: str | None,
     result: JobResult,
     job_dir: Path,
     log_engine: bool,
     trace: telemetry.Trace | None = None,
+    new_run: pending.NewRun | None = None,
 ) -> None:
     meta = job_dir / META
     meta.mkdir(parents=True, exist_ok=True)
@@ -164,9 +201,11 @@ def _finish(
     steps = telemetry.step_metrics(trace, *edges)
     dirs = [job_dir / ARTIFACTS, meta]
     try:
+        if run_id is None:
+            raise ConnectionError("the run could not be created when the job started")
         tracking.finish_job_run(client, run_id, result, dirs, steps)
     except Exception as exc:  # the tracking server is unreachable: keep everything for `src.upload`
-        path = pending.save(meta, client.tracking_uri, run_id, result, dirs, steps)
+        path = pending.save(meta, client.tracking_uri, run_id, result, dirs, steps, new_run)
         log.warning(
             "could not log run %s to %s (%s: %s); its result is kept in %s: upload it later with "
             "`python -m src.upload %s`",

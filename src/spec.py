@@ -37,7 +37,7 @@ class MeasureSpec:
 
 @dataclass(frozen=True)
 class GpuSpec:
-    index: str = "auto"  # "auto", "cpu" or a CUDA device index
+    index: str = "auto"  # "auto", "any", "cpu" or a CUDA device index
     name: str | None = None  # a preset's card name, e.g. "NVIDIA L4"
     match: str | None = None  # the text the detected card's name must contain for a preset to apply
     memory_gib: float | None = None

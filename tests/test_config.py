@@ -30,7 +30,7 @@ def test_every_option_of_every_group_composes_and_validates(group: str) -> None:
             assert getattr(spec, group).name == option
         elif group == "precision":  # tf32: fp32 storage with TF32 math on
             assert spec.precision == option or (option, spec.precision, spec.tf32) == ("tf32", "fp32", True)
-        elif option in ("auto", "cpu"):
+        elif option in ("auto", "any", "cpu"):
             assert spec.gpu.index == option and spec.gpu.nameplate_w is None
         else:  # a card preset: name, memory and nameplate watts, on the first GPU
             assert spec.gpu.index == "auto" and spec.gpu.name and spec.gpu.memory_gib and spec.gpu.nameplate_w

@@ -128,3 +128,16 @@ def test_a_card_preset_runs_only_on_such_a_card(tmp_path: Path) -> None:
         assert result.status is Status.OK and result.tags["nameplate_source"].startswith("preset")
     result = run_in_child(make_spec(f"gpu={other}", "smoke=true", *QUICK), tmp_path / "other")
     assert result.status is Status.UNAVAILABLE and "needs a card whose name matches" in result.reason
+
+
+def test_gpu_any_claims_a_free_gpu_and_records_which(store: str, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from tests.conftest import run_bench
+
+    out = run_bench(["gpu=any", "smoke=true", "batch_size=2", *QUICK, f"tracking.uri={store}"], timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(store)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.kind = 'job'")
+    assert run.data.params["gpu"] == "any" and run.data.params["device"].startswith("cuda:")
+    assert run.data.tags["status"] == "ok" and run.data.tags["gpu_name"] == torch.cuda.get_device_name(0)

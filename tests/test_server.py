@@ -55,15 +55,25 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def test_a_result_the_server_could_not_take_is_kept_and_uploaded_later(tmp_path: Path) -> None:
+def test_a_server_killed_mid_sweep_loses_nothing(tmp_path: Path) -> None:
+    """Job 1 is measuring when the server dies (its run exists; its end cannot be logged); job 2 starts
+    with the server down (its run cannot even be created). Both are measured, kept on disk, and uploaded
+    once the server is back: every run ends FINISHED with its status and metrics, under the sweep's run."""
     db, art, port = tmp_path / "mlflow.db", tmp_path / "artifacts", free_port()
     server = start_server(db, art, port)
     env = {**os.environ, "YOLO_OFFLINE": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
     env["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     env.pop("MLFLOW_RUN_ID", None)
-    args = [*fault_overrides("sleepy"), *QUICK, "measure.min_duration_s=8", "gpu=cpu", "telemetry.lock=false"]
-    args += [f"tracking.uri=http://127.0.0.1:{port}", f"hydra.run.dir={tmp_path / 'run'}"]
-    job = subprocess.Popen(
+    args = [
+        "-m",
+        *fault_overrides("sleepy"),
+        *QUICK,
+        "measure.min_duration_s=8",
+        "gpu=cpu",
+        "measure.seed=0,1",
+    ]
+    args += [f"tracking.uri=http://127.0.0.1:{port}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    sweep = subprocess.Popen(
         [sys.executable, "-m", "src.bench", *args],
         cwd=PROJECT_ROOT,
         env=env,
@@ -73,26 +83,25 @@ def test_a_result_the_server_could_not_take_is_kept_and_uploaded_later(tmp_path:
     )
     store = MlflowClient(f"sqlite:///{db}")
     try:
-        for _ in range(240):  # wait until the job's run exists, then take the server away mid-measurement
+        for _ in range(240):  # wait until job 1's run exists with its params: it is measuring now
             runs = store.search_runs(
                 [e.experiment_id for e in store.search_experiments()], "tags.kind = 'job'"
             )
-            if runs and "model" in runs[0].data.params:  # created and its params logged: now measuring
+            if runs and "model" in runs[0].data.params:
                 break
             time.sleep(0.25)
-        assert runs, "the job's run never appeared: " + (job.kill() or job.communicate()[0][-3000:])
-        time.sleep(3)  # the child is starting or measuring (an 8 s window)
+        assert runs, "job 1's run never appeared: " + (sweep.kill() or sweep.communicate()[0][-3000:])
+        time.sleep(3)
         stop(server)
-        out, _ = job.communicate(timeout=300)
-        assert job.returncode == 0, out[-3000:]
-        assert "could not log run" in out and "python -m src.upload" in out
-        pending = tmp_path / "run" / "job" / "meta" / "pending.json"
-        assert pending.is_file()
-        assert store.get_run(runs[0].info.run_id).info.status == "RUNNING"  # nothing was logged at the end
+        out, _ = sweep.communicate(timeout=300)
+        assert sweep.returncode == 0, out[-3000:]
+        assert out.count("could not log run") == 2 and "measuring anyway" in out
+        kept = sorted((tmp_path / "sweep").rglob("meta/pending.json"))
+        assert len(kept) == 2 and (tmp_path / "sweep" / "parent_pending.json").is_file()
 
         server = start_server(db, art, port)
         upload = subprocess.run(
-            [sys.executable, "-m", "src.upload", str(tmp_path / "run")],
+            [sys.executable, "-m", "src.upload", str(tmp_path / "sweep")],
             cwd=PROJECT_ROOT,
             env=env,
             capture_output=True,
@@ -100,13 +109,19 @@ def test_a_result_the_server_could_not_take_is_kept_and_uploaded_later(tmp_path:
             timeout=120,
         )
         assert upload.returncode == 0, upload.stderr
-        assert "1 uploaded, 0 still pending" in upload.stdout
+        assert "2 uploaded, 0 still pending" in upload.stdout and "ended sweep run" in upload.stdout
     finally:
-        if job.poll() is None:
-            job.kill()
+        if sweep.poll() is None:
+            sweep.kill()
         stop(server)
-    run = store.get_run(runs[0].info.run_id)
-    assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
-    assert run.data.metrics["throughput_img_s"] > 0
-    assert "latencies_ms.csv" in {a.path for a in store.list_artifacts(run.info.run_id)}
-    assert not pending.exists() and pending.with_name("uploaded.json").is_file()
+    exp = [e.experiment_id for e in store.search_experiments()]
+    jobs = store.search_runs(exp, "tags.kind = 'job'")
+    (parent,) = store.search_runs(exp, "tags.kind = 'sweep'")
+    assert sorted(r.data.params["measure.seed"] for r in jobs) == ["0", "1"]
+    for run in jobs:
+        assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
+        assert run.data.metrics["throughput_img_s"] > 0
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert "latencies_ms.csv" in {a.path for a in store.list_artifacts(run.info.run_id)}
+    assert parent.info.status == "FINISHED"
+    assert all(p.with_name("uploaded.json").is_file() and not p.exists() for p in kept)

@@ -138,3 +138,20 @@ def test_a_rerun_sweep_measures_only_what_is_missing_unless_forced(store: str, t
     forced = run_bench([*base, "batch_size=1,2,3", "force=true", f"hydra.sweep.dir={tmp_path / 'c'}"])
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert len(runs(store).query("`tags.kind` == 'job'")) == 6
+
+
+@pytest.mark.slow
+def test_the_parallel_launcher_never_measures_two_jobs_on_one_device(store: str, tmp_path: Path) -> None:
+    """hydra/launcher=gpus runs jobs at once (here 2 workers); gpu=any claims a free device per job. On this
+    CPU-only host every job claims the CPU, so the two windows must follow each other."""
+    args = ["-m", "hydra/launcher=gpus", "hydra.launcher.n_jobs=2", "gpu=any"]
+    args += [f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]", "model=sleepy"]
+    args += [*QUICK, "measure.min_duration_s=3", "measure.seed=0,1", "measure.parity_samples=0"]
+    out = run_bench([*args, f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = runs(store).query("`tags.kind` == 'job'").sort_values("metrics.window_start_unix")
+    assert list(jobs["tags.status"]) == ["ok", "ok"]
+    assert set(jobs["params.gpu"]) == {"any"} and set(jobs["params.device"]) == {"cpu"}
+    first, second = jobs.iloc[0], jobs.iloc[1]
+    assert first["metrics.window_end_unix"] <= second["metrics.window_start_unix"]
+    assert max(jobs["metrics.lock_wait_s"]) > 1  # the second job waited for the first's lock
