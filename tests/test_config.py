@@ -107,7 +107,7 @@ def test_smoke_uses_each_models_tiny_shape() -> None:
         (["backend=torchscript", "backend.options.method=jit"], "allowed: auto, trace, script"),
         (["backend=torchscript", "backend.options.fuser=nvfuser"], "allowed: auto, nnc, none"),
         (["+model.options.colour=red"], "unknown option(s) colour; allowed: num_classes"),
-        (["gpu.index=first"], "allowed: auto, cpu, or a CUDA device index"),
+        (["gpu.index=first"], "allowed: auto, any, cpu, or a CUDA device index"),
         (["measure.min_iters=0"], "measure.min_iters must be >= 1"),
         (["measure.timeout_s=0"], "measure.timeout_s must be > 0"),
         (["gpu=l4", "gpu.index=cpu"], "gpu preset 'NVIDIA L4' cannot run on the CPU"),
