@@ -64,6 +64,7 @@ def tidy(df: Any) -> Any:
     t = pd.DataFrame(
         {
             "model": col("params.model"),
+            "shape": col("params.input_shape", "?"),
             "batch": pd.to_numeric(col("params.batch_size"), errors="coerce").astype("Int64"),
             "backend": col("params.backend"),
             "precision": col("params.precision"),
@@ -81,7 +82,7 @@ def tidy(df: Any) -> Any:
             "run_id": col("run_id"),
         }
     )
-    keys = ["model", "batch", "backend", "precision", "tf32", "channels_last", "gpu"]
+    keys = ["model", "shape", "batch", "backend", "precision", "tf32", "channels_last", "gpu"]
     return t.drop_duplicates(keys, keep="first").reset_index(drop=True)  # input is newest first
 
 
@@ -107,9 +108,10 @@ def study_table(t: Any, gpu: str) -> Any:
 
     base = t[(t["gpu"] == gpu) & (t["tf32"] == "default") & (t["channels_last"] == "false")]
     rows = []
-    for (model, batch), group in base.groupby(["model", "batch"], sort=True):
+    for (model, shape, batch), group in base.groupby(["model", "shape", "batch"], sort=True):
         picked = {name: _pick(group, backend=b, precision=p) for name, (b, p) in STUDY_COLUMNS.items()}
-        row: dict[str, Any] = {"Task": f"{TASKS.get(model, model)} ({model})", "Batch Size": int(batch)}
+        task = f"{TASKS.get(model, model)} ({model}, {shape})"
+        row: dict[str, Any] = {"Task": task, "Batch Size": int(batch)}
         row.update({name: cell(r) for name, r in picked.items()})
         pt, trt = picked["Native PyTorch"], picked["TensorRT-FP16"]
         ok = pt is not None and trt is not None and pt["status"] == "ok" and trt["status"] == "ok"
@@ -126,8 +128,8 @@ def headline(t: Any) -> Any:
 
     rows = []
     base = t[(t["tf32"] == "default") & (t["channels_last"] == "false")]
-    for (model, batch, gpu), group in base.groupby(["model", "batch", "gpu"], sort=True):
-        row = {"Model": model, "Batch Size": int(batch), "GPU": gpu}
+    for (model, shape, batch, gpu), group in base.groupby(["model", "shape", "batch", "gpu"], sort=True):
+        row = {"Model": model, "Input": shape, "Batch Size": int(batch), "GPU": gpu}
         row.update(
             {name: cell(_pick(group, backend=b, precision=p)) for name, (b, p) in STUDY_COLUMNS.items()}
         )
@@ -140,14 +142,12 @@ def wide_table(t: Any) -> Any:
     t = t.copy()
     ref = t[(t["backend"] == "eager") & (t["precision"] == "fp32") & (t["tf32"] == "default")]
     ref = ref[(ref["channels_last"] == "false") & (ref["status"] == "ok")]
-    base = {(r.model, r.batch, r.gpu): r.img_s for r in ref.itertuples()}
+    base = {(r.model, r.shape, r.batch, r.gpu): r.img_s for r in ref.itertuples()}
     t["speedup_vs_eager_fp32"] = [
-        r.img_s / base[(r.model, r.batch, r.gpu)]
-        if r.status == "ok" and (r.model, r.batch, r.gpu) in base
-        else None
+        r.img_s / base[k] if r.status == "ok" and (k := (r.model, r.shape, r.batch, r.gpu)) in base else None
         for r in t.itertuples()
     ]
-    order = ["gpu", "model", "batch", "backend", "precision", "tf32", "channels_last"]
+    order = ["gpu", "model", "shape", "batch", "backend", "precision", "tf32", "channels_last"]
     columns = [*order, "status", "img_s", "speedup_vs_eager_fp32", "p50_ms", "p99_ms", "img_per_j"]
     columns += ["img_s_per_plate_w", "parity", "rel_l2", "run_id"]
     return t.sort_values(order)[columns].reset_index(drop=True)
