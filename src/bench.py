@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -45,10 +47,14 @@ def main(cfg: DictConfig) -> str:
         log.info("%s: skipped, identical to finished run %s (force=true re-runs it)", spec.label, done)
         return "skipped"
     refused = _config.unsupported_combination(spec)
-    result, _ = run_job(cfg, spec, Path(hc.runtime.output_dir) / "job", parent, refused=refused, key=key)
+    # a folder of its own, even if another sweep or run was given the same output folder: the child's spec
+    # and progress files are never shared
+    job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=hc.runtime.output_dir))
+    result, _ = run_job(cfg, spec, job_dir, parent, refused=refused, key=key)
     return result.status.value
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _terminated)
+    sys.argv = _config.gpu_shorthand(sys.argv)
     main()

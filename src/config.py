@@ -8,6 +8,7 @@ any model is built or any MLflow state is written.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +114,15 @@ def gpu_count() -> int:
 
 
 OmegaConf.register_new_resolver("gpu_count", gpu_count, replace=True)
+
+
+_GPU_INDICES = re.compile(r"^gpu=(\d+(?:,\d+)*)$")
+
+
+def gpu_shorthand(argv: list[str]) -> list[str]:
+    """`gpu=1` / `gpu=0,1` (GPU indices, as nvidia-smi numbers them) mean `gpu.index=...`: Hydra reads a bare
+    number as an integer, which cannot name a config file of the `gpu` group."""
+    return [_GPU_INDICES.sub(r"gpu.index=\1", a) for a in argv]
 
 
 def to_spec(cfg: DictConfig) -> JobSpec:

@@ -176,7 +176,11 @@ def plots(wide: Any, out: Path) -> list[Path]:
         for (lab, gpu), g in ok[ok["model"] == model].groupby(["label", "gpu"]):
             g = g.sort_values("batch")
             ax.plot(g["batch"], g["img_s"], marker="o", label=f"{lab} ({gpu})")
+        batches = sorted(ok.loc[ok["model"] == model, "batch"].unique())
         ax.set(title=model, xlabel="batch size", ylabel="images/s", xscale="log")
+        ax.set_xticks(batches, [str(b) for b in batches], minor=False)  # the batch sizes run
+        ax.set_xticks([], minor=True)
+        ax.set_ylim(bottom=0)  # from zero: a 1% gap looks like a 1% gap
         ax.legend(fontsize=7)
     files.append(_save(fig, out / "throughput_vs_batch.png"))
     for metric, title, name in (
@@ -272,11 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         + (f", filter {a.filter}" if a.filter else "")
     )
     files = write(tidy(df), Path(a.out), source)
-    if parent and not a.no_log:
+    logged = bool(parent) and not a.no_log
+    if logged:
         client = tracking.open_client(tracking.tracking_uri(a.uri))
         for f in files:
             client.log_artifact(parent, str(f), artifact_path="report")
-    print(f"wrote {len(files)} files to {a.out}" + (f" and logged them to run {parent}" if parent else ""))
+    print(f"wrote {len(files)} files to {a.out}" + (f" and logged them to run {parent}" if logged else ""))
     return 0
 
 

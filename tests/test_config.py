@@ -9,11 +9,11 @@ import yaml
 
 from src import PROJECT_ROOT
 from src.backends import BACKENDS
-from src.config import unsupported_combination
+from src.config import gpu_shorthand, unsupported_combination
 from src.errors import ConfigError
 from src.models import MODELS
 from src.spec import PRECISIONS
-from tests.conftest import make_spec
+from tests.conftest import make_spec, run_bench
 
 CONF = PROJECT_ROOT / "conf"
 
@@ -30,8 +30,8 @@ def test_every_option_of_every_group_composes_and_validates(group: str) -> None:
             assert getattr(spec, group).name == option
         elif group == "precision":  # tf32: fp32 storage with TF32 math on
             assert spec.precision == option or (option, spec.precision, spec.tf32) == ("tf32", "fp32", True)
-        elif option in ("auto", "any", "cpu"):
-            assert spec.gpu.index == option and spec.gpu.nameplate_w is None
+        elif option in ("auto", "any", "all", "cpu"):  # all: another name for any
+            assert spec.gpu.index == option.replace("all", "any") and spec.gpu.nameplate_w is None
         else:  # a card preset: name, memory and nameplate watts, on the first GPU
             assert spec.gpu.index == "auto" and spec.gpu.name and spec.gpu.memory_gib and spec.gpu.nameplate_w
 
@@ -45,6 +45,15 @@ def test_the_studys_cards_have_the_studys_nameplate_watts() -> None:
 
 def test_an_explicit_gpu_index_is_accepted() -> None:
     assert make_spec("gpu.index=1").gpu.index == "1"
+
+
+def test_gpu_indices_on_the_command_line_mean_gpu_index() -> None:
+    argv = ["-m", "gpu=0,1", "gpu=1", "gpu=all", "gpu.index=2", "model=densenet"]
+    expected = ["-m", "gpu.index=0,1", "gpu.index=1", "gpu=all", "gpu.index=2", "model=densenet"]
+    assert gpu_shorthand(argv) == expected
+    out = run_bench(["gpu=1", "--cfg", "job"])  # the real entry point, as a user types it
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert yaml.safe_load(out.stdout)["gpu"]["index"] == "1"
 
 
 def in_tree(registry) -> list[str]:

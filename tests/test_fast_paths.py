@@ -3,6 +3,7 @@ match eager, artifacts load, caches are hit on a repeat, what a backend cannot r
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -59,17 +60,19 @@ def test_compile_matches_eager_on_the_cpu(tmp_path: Path) -> None:
 
 
 def test_aotinductor_builds_a_loadable_package_and_reuses_it(tmp_path: Path) -> None:
+    cxx = shutil.which("g++") or shutil.which("c++")  # the compiler asked for is the one used and recorded
     settings = ("backend=aotinductor", "model=segresnet", f"backend.options.cache_dir={tmp_path / 'cache'}")
-    backend, model, x = prepared(*settings)
+    backend, model, x = prepared(*settings, f"backend.options.cxx={cxx}")
     expected, got = outputs(backend, model, x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     assert backend.tags["aoti_package_cache"] == "miss" and backend.metrics["aoti_compile_s"] > 0
+    assert backend.tags["aoti_cxx"] == cxx
     (package,) = backend.export(tmp_path / "engine")
     assert package.name == "model.pt2" and package.stat().st_size > 0
     with torch.inference_mode():
         reloaded = torch._inductor.aoti_load_package(str(package))(x)
     torch.testing.assert_close(reloaded, expected, rtol=1e-4, atol=1e-4)
-    again, model, x = prepared(*settings)
+    again, model, x = prepared(*settings, f"backend.options.cxx={cxx}")
     _, got_again = outputs(again, model, x)
     assert again.tags["aoti_package_cache"] == "hit" and "aoti_compile_s" not in again.metrics
     torch.testing.assert_close(got_again, expected, rtol=1e-4, atol=1e-4)
@@ -141,6 +144,7 @@ def test_a_declared_combination_is_refused_alone_and_unsupported_in_a_sweep(stor
         (["backend=compile", "backend.options.mode=fast"], "mode 'fast'; allowed: default, reduce-overhead"),
         (["backend=onnxruntime", "backend.options.provider=dml"], "allowed: auto, tensorrt, cuda, cpu"),
         (["backend=cudagraphs", "backend.options.warmup_calls=0"], "warmup_calls must be >= 1"),
+        (["backend=aotinductor", "backend.options.cxx=/nonexistent/cc"], "cxx '/nonexistent/cc' is not an"),
     ],
 )
 def test_bad_backend_options_are_refused_up_front(overrides: list[str], message: str) -> None:

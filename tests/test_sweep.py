@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -155,3 +156,33 @@ def test_the_parallel_launcher_never_measures_two_jobs_on_one_device(store: str,
     first, second = jobs.iloc[0], jobs.iloc[1]
     assert first["metrics.window_end_unix"] <= second["metrics.window_start_unix"]
     assert max(jobs["metrics.lock_wait_s"]) > 1  # the second job waited for the first's lock
+
+
+def test_runs_given_one_output_folder_never_share_a_jobs_files(store: str, tmp_path: Path) -> None:
+    """Two runs started at once with the same output folder (as Hydra's by-the-second folders once gave two
+    sweeps started in the same second): each child measures its own spec (its run's artifact spec.json)."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    # unlocked, as two jobs on two GPUs are: they overlap
+    args = ["model=densenet", "smoke=true", *QUICK, "measure.min_duration_s=4", "telemetry.lock=false"]
+    args += [f"tracking.uri={store}", f"hydra.run.dir={tmp_path / 'same'}"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "src.bench", f"batch_size={batch}", *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for batch in (1, 3)
+    ]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-3000:]
+    df = runs(store)
+    assert sorted(df["params.batch_size"]) == ["1", "3"] and set(df["tags.status"]) == {"ok"}
+    for _, run in df.iterrows():
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run["run_id"], artifact_path="spec.json", tracking_uri=store, dst_path=str(tmp_path)
+        )
+        assert json.loads(Path(path).read_text())["batch_size"] == int(run["params.batch_size"])

@@ -20,6 +20,7 @@ from src.backends.base import BACKENDS, Backend
 from src.backends.exporting import export_program
 from src.backends.inductor import cache_counts, cache_state, use_persistent_caches
 from src.engine_cache import EngineCache, cache_key, cache_root, key_inputs
+from src.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -32,17 +33,29 @@ class AOTInductor(Backend):
         max_autotune: bool = False  # Inductor's max_autotune for the package's kernels (long builds)
         cache: bool = True  # reuse the package built for an identical job; the run says hit / miss
         cache_dir: str | None = None  # None: $BENCH_CACHE_DIR, else ~/.cache/gpu-inference-bench
+        cxx: str | None = None  # C++ compiler of the package's wrapper; None: Inductor's ($CXX, else g++)
+
+        def __post_init__(self) -> None:
+            if self.cxx and shutil.which(self.cxx) is None:
+                raise ConfigError(
+                    f"backend 'aotinductor': cxx '{self.cxx}' is not an executable here; allowed: a C++ "
+                    "compiler on PATH or its absolute path, or null for Inductor's ($CXX, else g++)"
+                )
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], Any]:
         import torch
+        from torch._inductor import cpp_builder
 
         folder = use_persistent_caches(self.options.cache_dir)
         self.tags["inductor_cache_dir"] = str(folder)
-        configs = {"max_autotune": True} if self.options.max_autotune else {}
+        configs: dict[str, Any] = {"max_autotune": True} if self.options.max_autotune else {}
+        if self.options.cxx:
+            configs["cpp.cxx"] = (None, self.options.cxx)
+        with torch._inductor.config.patch(configs):
+            self.tags["aoti_cxx"] = str(cpp_builder.get_cpp_compiler())
         cache = EngineCache(cache_root(self.options.cache_dir), "aotinductor") if self.options.cache else None
-        key = cache_key(
-            key_inputs(self.job, device_identity(example.device), {"torch": torch.__version__}, configs)
-        )
+        versions = {"torch": torch.__version__, "cxx": self.tags["aoti_cxx"]}  # other compiler: new package
+        key = cache_key(key_inputs(self.job, device_identity(example.device), versions, configs))
         if cache is not None and cache.lookup(key) is not None:
             self._package = cache.entry(key) / "model.pt2"
             self.tags["aoti_package_cache"] = "hit"

@@ -2,7 +2,7 @@
 
 Ultralytics' `yolov5s.yaml` is its anchor-free "u" re-implementation (YOLOv5u), not the original
 anchor-based YOLOv5s of the study. Ultralytics never reaches the network here (`YOLO_OFFLINE=1`) and
-writes its settings file into a temporary folder unless `YOLO_CONFIG_DIR` is set.
+writes its settings file into a per-user folder under the temporary directory unless `YOLO_CONFIG_DIR` is set.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ _OTHER_TASKS = ("-cls", "-seg", "-pose", "-obb", "-world", "yoloe", "rtdetr", "-
 def ultralytics_offline() -> None:
     """Set before the first `import ultralytics`: no network, settings in a temporary folder."""
     os.environ["YOLO_OFFLINE"] = "1"
-    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="bench-ultralytics-"))
+    if not os.environ.get("YOLO_CONFIG_DIR"):  # one folder per user, reused: no folder left per job
+        folder = Path(tempfile.gettempdir()) / f"bench-ultralytics-{os.getuid()}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.environ["YOLO_CONFIG_DIR"] = str(folder)
     os.environ.setdefault("YOLO_VERBOSE", "False")
 
 
