@@ -7,7 +7,7 @@ logs them to that run and ends it with the job's status, then renames the file `
 could not even create its run (the server was down when it started) is measured all the same; its record
 holds what the run needs (experiment, parent, name, tags, params) and the run is created on upload.
 
-    python -m src.upload multirun/2026-11-30/12-00-00        # every pending job under these folders
+    python -m src.upload multirun/2026-11-30/12-00-00-052611  # every pending job under these folders
     python -m src.upload outputs --uri http://mlflow.internal:5000   # to another address of the server
 """
 
