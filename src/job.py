@@ -58,6 +58,9 @@ def configure_torch(spec: JobSpec, device: torch.device) -> dict[str, str]:
 
     torch.manual_seed(spec.measure.seed)
     if device.type == "cuda":
+        # the job's GPU becomes the current one: what captures or launches on "the current device" (CUDA
+        # graph capture, a stream made without a device) then uses it, not GPU 0
+        torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = spec.measure.cudnn_benchmark
         if spec.tf32 is not None:
             torch.backends.cudnn.allow_tf32 = spec.tf32

@@ -15,6 +15,7 @@ from src.measure import LoopSettings, summarize, timed_loop
 from tests.conftest import QUICK, make_spec
 
 pytestmark = pytest.mark.gpu
+TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 
 
 def test_auto_takes_the_first_gpu_and_a_missing_index_is_unavailable() -> None:
@@ -51,6 +52,35 @@ def test_a_gpu_job_reports_device_memory_and_the_card(tmp_path: Path) -> None:
     assert result.tags["cuda_version"] and result.tags["cudnn_version"] and "driver_version" in result.tags
     assert result.metrics["peak_mem_allocated_mib"] > 0
     assert result.metrics["peak_mem_reserved_mib"] >= result.metrics["peak_mem_allocated_mib"]
+
+
+@TWO_GPUS
+def test_cuda_graphs_capture_the_model_on_its_own_gpu_when_another_is_current() -> None:
+    """torch.cuda.graph captures on the current device's stream. With GPU 0 current and the model on GPU 1
+    the graph came out empty (a replay returned the capture's output whatever the input) or the capture failed
+    (cudaErrorStreamCaptureInvalidated, DenseNet201 at batch 256 on the two-H200 host)."""
+    from src.backends.cudagraphs import CudaGraphs
+
+    torch.cuda.set_device(0)
+    gpu1 = torch.device("cuda", 1)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3)).to(gpu1)
+    backend = CudaGraphs(CudaGraphs.Options())
+    fn = backend.prepare(model.eval(), torch.randn(2, 3, 32, 32, device=gpu1))
+    other = torch.randn(2, 3, 32, 32, device=gpu1)
+    with torch.inference_mode():
+        torch.testing.assert_close(fn(other.clone()), model(other))
+    assert torch.cuda.current_device() == 0  # the backend leaves the current device as it found it
+
+
+@TWO_GPUS
+@pytest.mark.parametrize("backend_name", ["eager", "cudagraphs"])
+def test_a_job_on_another_gpu_than_the_first_runs_there(backend_name: str, tmp_path: Path) -> None:
+    last = torch.cuda.device_count() - 1
+    spec = make_spec(f"gpu.index={last}", "smoke=true", "batch_size=2", *QUICK, f"backend={backend_name}")
+    result = run_in_child(spec, tmp_path / "job")
+    assert result.status is Status.OK, result.reason
+    assert result.params["device"] == f"cuda:{last}" and result.metrics["peak_mem_reserved_mib"] > 0
 
 
 def test_torchscript_densenet201_completes_on_the_gpu(tmp_path: Path) -> None:

@@ -40,13 +40,15 @@ class CudaGraphs(Backend):
         import torch
 
         static_in = example
-        side = torch.cuda.Stream(example.device)
-        side.wait_stream(torch.cuda.current_stream(example.device))
-        with torch.inference_mode():
+        # torch.cuda.graph captures on a stream of the *current* device: make the input's GPU current, or a
+        # model on GPU 1 is captured into an empty graph on GPU 0 (or the capture fails)
+        with torch.cuda.device(example.device), torch.inference_mode():
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(self.options.warmup_calls):
                     model(static_in)
-            torch.cuda.current_stream(example.device).wait_stream(side)
+            torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 static_out = model(static_in)
