@@ -6,7 +6,8 @@
 - `on_multirun_start` then creates the MLflow store and experiment once (SQLite table creation is not safe
   from several processes at once) and the sweep's parent run, unless `mlflow run` already made one.
 - `on_multirun_end` prints the sweep's results, read back from MLflow, and ends the parent run. A sweep
-  stopped early still ends its parent run (as KILLED) on the way out.
+  stopped early (Ctrl-C, SIGTERM) ends on the way out: job runs left RUNNING (a parallel launcher's workers
+  are killed with it) as failed, interrupted; then its own parent run as KILLED.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from src.runner import PARENT_ENV, PARENT_FILE
 
 log = logging.getLogger(__name__)
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher")
 
 
 class BenchCallback(Callback):
     def __init__(self) -> None:
         self._own_parent: str | None = None
+        self._parent: str | None = None  # until the sweep ends normally
         self._client: Any = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -57,7 +60,10 @@ class BenchCallback(Callback):
                 self._client, exp_id, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", None, tags
             )
             self._own_parent = parent
-            atexit.register(self._end_parent, "KILLED")
+        # jobs that die with this process (the basic launcher's, joblib's workers); a cluster's keep running
+        local = any(name in str(config.hydra.launcher.get("_target_")) for name in LOCAL_LAUNCHERS)
+        self._parent = parent if local else None
+        atexit.register(self._stopped)
         os.environ[PARENT_ENV] = parent
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -65,6 +71,7 @@ class BenchCallback(Callback):
         log.info("MLflow: sweep runs go under parent run %s at %s", parent, self._client.tracking_uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._parent = None  # every job ended by itself
         parent = os.environ.get(PARENT_ENV)
         if not parent or self._client is None:
             return
@@ -84,6 +91,18 @@ class BenchCallback(Callback):
         tracking.log_all(self._client, parent, tags={f"jobs_{k}": str(v) for k, v in counts.items()})
         print(summary_table(runs), file=sys.stderr)
         self._end_parent("FINISHED")
+
+    def _stopped(self) -> None:
+        """At exit, for a sweep that never reached on_multirun_end. A SLURM sweep's jobs run on and end
+        their runs themselves."""
+        if self._client is not None and self._parent is not None:
+            try:
+                closed = tracking.close_interrupted(self._client, self._parent)
+                if closed:
+                    log.warning("sweep stopped: %d running job run(s) ended as failed (interrupted)", closed)
+            except Exception as exc:  # the tracking server is gone: those runs stay RUNNING there
+                log.warning("could not close the stopped sweep's job runs (%s: %s)", type(exc).__name__, exc)
+        self._end_parent("KILLED")
 
     def _end_parent(self, status: str) -> None:
         if self._own_parent and self._client is not None:

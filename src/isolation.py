@@ -1,10 +1,11 @@
 """One fresh child process per job, and the file protocol between it and the Hydra job that launched it.
 
-The child (`python -m src.worker JOB_DIR`) appends JSON lines to `JOB_DIR/progress.jsonl` as it goes
-(phase entered, params, tags, metrics, and finally a status line), flushing each, so whatever was measured
-survives a hang, a crash or a kill. The parent waits with a timeout, kills the child's whole process group
-when it runs over, and turns what the file holds (or the exit code and the tail of the child's log, when no
-status line came) into exactly one `JobResult`.
+The child (`python -m src.worker JOB_DIR LAUNCHER_PID`) appends JSON lines to `JOB_DIR/progress.jsonl` as
+it goes (phase entered, params, tags, metrics, and finally a status line), flushing each, so whatever was
+measured survives a hang, a crash or a kill. The parent waits with a timeout, kills the child's whole
+process group when it runs over (the child ends its group itself if the launcher dies first), and turns
+what the file holds (or the exit code and the tail of the child's log, when no status line came) into
+exactly one `JobResult`.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def run_in_child(spec: JobSpec, job_dir: Path) -> JobResult:
     started = time.monotonic()
     with (job_dir / CHILD_LOG).open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "src.worker", str(job_dir)],
+            [sys.executable, "-m", "src.worker", str(job_dir), str(os.getpid())],
             cwd=PROJECT_ROOT,
             env=child_environment(),
             stdout=log,

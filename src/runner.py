@@ -97,7 +97,7 @@ def run_job(
     except Exception as exc:  # the launcher itself failed (disk full, ...): a failed job, not a failed sweep
         result = JobResult(Status.FAILED, reason=f"could not run the job: {type(exc).__name__}: {exc}")
     except BaseException:  # interrupted (Ctrl-C): the run still ends with a status, then the sweep stops
-        result = JobResult(Status.FAILED, reason="interrupted: the sweep was stopped while this job ran")
+        result = JobResult(Status.FAILED, reason=tracking.INTERRUPTED)
         _finish(client, run_id, result, job_dir, settings.log_engine, new_run=new_run)
         raise
     _finish(client, run_id, result, job_dir, settings.log_engine, trace, new_run)

@@ -145,6 +145,19 @@ def children(client, parent_run_id: str) -> list:
     )
 
 
+INTERRUPTED = "interrupted: the sweep was stopped while this job ran"
+
+
+def close_interrupted(client, parent_run_id: str) -> int:
+    """End the parent's job runs still RUNNING as failed (interrupted); how many there were. A parallel
+    launcher's workers are killed with a stopped sweep before their jobs can record it themselves."""
+    stale = [r for r in children(client, parent_run_id) if r.info.status == "RUNNING"]
+    for run in stale:
+        log_all(client, run.info.run_id, tags={"status": Status.FAILED.value, "reason": INTERRUPTED})
+        client.set_terminated(run.info.run_id, RUN_STATUS[Status.FAILED])
+    return len(stale)
+
+
 def finished_ok(client, exp_id: str, config_key: str):
     """The newest finished `ok` run of this exact configuration (resumable sweeps), or None."""
     runs = client.search_runs(

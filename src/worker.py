@@ -1,10 +1,15 @@
-"""Entry point of the measuring child: `python -m src.worker JOB_DIR` (started by `src.isolation`)."""
+"""Entry point of the measuring child: `python -m src.worker JOB_DIR [LAUNCHER_PID]` (started by
+`src.isolation`, which passes its own pid: the child ends if that process dies)."""
 
 from __future__ import annotations
 
 import faulthandler
 import logging
+import os
+import signal
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -13,8 +18,23 @@ from src.isolation import PROGRESS, ProgressWriter
 from src.spec import JobSpec
 
 
+def end_with_launcher(launcher_pid: int, every_s: float = 0.5) -> None:
+    """If the launching process dies without ending this one (joblib SIGKILLs a stopped parallel sweep's
+    workers), end this process group, the child and what it started, instead of measuring on, orphaned."""
+
+    def watch() -> None:
+        while os.getppid() == launcher_pid:
+            time.sleep(every_s)
+        leader = os.getpgid(0) == os.getpid()  # started in a session of its own, as src.isolation does
+        os.killpg(0, signal.SIGKILL) if leader else os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="end-with-launcher", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
     faulthandler.enable()  # a crash leaves a Python traceback in the log (and so in the run's reason)
+    if len(argv) > 2:
+        end_with_launcher(int(argv[2]))
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
     job_dir = Path(argv[1])
     spec = JobSpec.from_json((job_dir / "spec.json").read_text(encoding="utf-8"))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from src import isolation
+from src import PROJECT_ROOT, isolation
 from src.errors import Status
 from src.isolation import PROGRESS, read_progress, run_in_child
 from tests.conftest import QUICK, fault_overrides, make_spec
@@ -98,3 +100,28 @@ def test_processes_a_finished_child_left_behind_are_ended_with_it(tmp_path: Path
     assert result.status is Status.OK
     left = subprocess.run(["pgrep", "-f", "sleep 3001"], capture_output=True, text=True)
     assert left.stdout == ""
+
+
+def test_a_child_whose_launcher_is_killed_ends_too(tmp_path: Path) -> None:
+    """joblib SIGKILLs a stopped parallel sweep's workers, the launchers of the measuring children: a child
+    must not measure on, orphaned (it holds the GPU). It watches its launcher and ends its process group."""
+    job_dir = tmp_path / "job"
+    code = (
+        "from pathlib import Path; from src.isolation import run_in_child; "
+        "from tests.conftest import QUICK, fault_overrides, make_spec; "
+        f"run_in_child(make_spec(*fault_overrides('hang'), *QUICK), Path({str(job_dir)!r}))"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT_ROOT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until the child hangs in its first call
+        if (job_dir / PROGRESS).exists() and read_progress(job_dir / PROGRESS)[0].phase == "first_call":
+            break
+        time.sleep(0.2)
+    launcher.kill()
+    launcher.wait()
+    for _ in range(20):
+        left = subprocess.run(["pgrep", "-af", str(job_dir)], capture_output=True, text=True).stdout
+        if not left:
+            break
+        time.sleep(0.5)
+    assert left == ""

@@ -141,6 +141,45 @@ def test_a_rerun_sweep_measures_only_what_is_missing_unless_forced(store: str, t
     assert len(runs(store).query("`tags.kind` == 'job'")) == 6
 
 
+def test_a_stopped_parallel_sweep_ends_every_job_run_with_a_status(store: str, tmp_path: Path) -> None:
+    """SIGTERM to a hydra/launcher=gpus sweep: joblib kills its workers (and their measuring children) before
+    their jobs can record it, so the sweep ends the runs they left RUNNING (once, both stayed RUNNING)."""
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=gpus", "hydra.launcher.n_jobs=2", "gpu=any", "measure.seed=0,1"]
+    args += [f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]", "model=hang"]
+    args += [*QUICK, "measure.timeout_s=300", "measure.parity_samples=0", f"tracking.uri={store}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_RUN_ID", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.bench", *args, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    started = 0
+    for line in proc.stdout:  # both jobs have their run: one measures, the other waits for the CPU's lock
+        started += "measuring in a child process" in line
+        if started == 2:
+            break
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    df = runs(store)
+    jobs, parent = df[df["tags.kind"] == "job"], df[df["tags.kind"] == "sweep"].iloc[0]
+    assert len(jobs) == 2 and set(jobs["status"]) == {"FAILED"} and set(jobs["tags.status"]) == {"failed"}
+    assert all(reason.startswith("interrupted") for reason in jobs["tags.reason"])
+    assert parent["status"] == "KILLED"
+    for _ in range(20):  # the measuring children end within a second of their killed launcher
+        leftover = subprocess.run(["pgrep", "-af", str(sweep_dir)], capture_output=True, text=True).stdout
+        if not leftover:
+            break
+        time.sleep(0.5)
+    assert leftover == ""
+
+
 @pytest.mark.slow
 def test_the_parallel_launcher_never_measures_two_jobs_on_one_device(store: str, tmp_path: Path) -> None:
     """hydra/launcher=gpus runs jobs at once (here 2 workers); gpu=any claims a free device per job. On this
