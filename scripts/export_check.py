@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 STUDY_BATCHES = {"densenet": [32, 256], "yolo": [32, 256], "segresnet": [1, 4]}
 TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2, "bf16": 1e-2}
@@ -27,15 +24,15 @@ def check(model_name: str, batch: int, precision: str, device_name: str, smoke: 
 
     from src import PROJECT_ROOT
     from src.backends.exporting import export_program
-    from src.config import to_spec
-    from src.job import configure_torch, place, resolve_device
+    from src.child.job import configure_torch, place, resolve_device
     from src.models import MODELS
+    from src.parent.config import to_spec
 
     overrides = [f"model={model_name}", f"batch_size={batch}", f"precision={precision}", f"gpu={device_name}"]
     overrides += ["backend=tensorrt", f"smoke={smoke}"]
     with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
         spec = to_spec(compose("config", overrides))
-    device = resolve_device(spec.gpu.index)
+    device = resolve_device(spec.gpu)
     configure_torch(spec, device)
     model, x = place(MODELS.get(model_name).build(spec.model), spec, device)
     with torch.inference_mode():

@@ -14,12 +14,7 @@ Compiled backends use Inductor's cache in $TORCHINDUCTOR_CACHE_DIR (point it at 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 BACKENDS = ("eager", "torchscript", "compile", "cudagraphs", "aotinductor")
 
@@ -77,16 +72,16 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
 
     from src import PROJECT_ROOT
-    from src.config import to_spec
-    from src.job import configure_torch, place, resolve_device
-    from src.measure import synchronize
+    from src.child.job import configure_torch, place, resolve_device
+    from src.child.measure import synchronize
     from src.models import MODELS
+    from src.parent.config import to_spec
 
     overrides = [f"model={a.model}", f"batch_size={a.batch}", f"precision={a.precision}", f"gpu={a.device}"]
     overrides += [f"channels_last={a.channels_last}", f"smoke={a.smoke}"]
     with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
         spec = to_spec(compose("config", overrides))
-    device = resolve_device(spec.gpu.index)
+    device = resolve_device(spec.gpu)
     configure_torch(spec, device)
     model, x = place(MODELS.get(spec.model.name).build(spec.model), spec, device)
     start = time.perf_counter()

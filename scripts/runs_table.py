@@ -6,12 +6,18 @@ python scripts/runs_table.py [--uri URI] [--experiment NAME] [--parent RUN_ID]
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from src.parent import tracking
+from src.shared.results import ENERGY, JOB, LATENCY, NAMEPLATE, TRACE
 
-from src import tracking
+
+def metric(name: str) -> str:
+    return f"metrics.{name}"
+
+
+def tag(name: str) -> str:
+    return f"tags.{name}"
+
 
 ENERGY_COLUMNS = [
     ("model", "params.model"),
@@ -19,21 +25,21 @@ ENERGY_COLUMNS = [
     ("batch", "params.batch_size"),
     ("seed", "params.measure.seed"),
     ("hz", "params.telemetry.sample_hz"),
-    ("status", "tags.status"),
-    ("img/s", "metrics.throughput_img_s"),
-    ("W (counter)", "metrics.power_mean_w"),
-    ("W (trace)", "metrics.power_trace_mean_w"),
-    ("W peak", "metrics.power_peak_w"),
-    ("W idle", "metrics.idle_power_w"),
-    ("J/img", "metrics.energy_j_per_img"),
-    ("net J/img", "metrics.energy_net_j_per_img"),
-    ("img/J", "metrics.img_per_j"),
-    ("img/s/W plate", "metrics.img_per_s_per_nameplate_w"),
-    ("SM MHz", "metrics.sm_clock_mean_mhz"),
-    ("max C", "metrics.temperature_max_c"),
-    ("clock events", "tags.clock_event_reasons"),
-    ("others", "tags.other_gpu_processes"),
-    ("energy", "tags.energy_status"),
+    ("status", tag(JOB.status)),
+    ("img/s", metric(LATENCY.throughput_img_s)),
+    ("W (counter)", metric(ENERGY.power_mean_w)),
+    ("W (trace)", metric(TRACE.power_trace_mean_w)),
+    ("W peak", metric(TRACE.power_peak_w)),
+    ("W idle", metric(ENERGY.idle_power_w)),
+    ("J/img", metric(ENERGY.energy_j_per_img)),
+    ("net J/img", metric(ENERGY.energy_net_j_per_img)),
+    ("img/J", metric(ENERGY.img_per_j)),
+    ("img/s/W plate", metric(NAMEPLATE.img_per_s_per_nameplate_w)),
+    ("SM MHz", metric(TRACE.sm_clock_mean_mhz)),
+    ("max C", metric(TRACE.temperature_max_c)),
+    ("clock events", tag(TRACE.clock_event_reasons)),
+    ("others", tag(TRACE.other_gpu_processes)),
+    ("energy", tag(ENERGY.energy_status)),
 ]
 
 COLUMNS = [
@@ -44,21 +50,21 @@ COLUMNS = [
     ("cl", "params.channels_last"),
     ("batch", "params.batch_size"),
     ("shape", "params.input_shape"),
-    ("device", "tags.gpu_name"),
-    ("status", "tags.status"),
-    ("img/s", "metrics.throughput_img_s"),
-    ("window img/s", "metrics.throughput_window_img_s"),
-    ("p50 ms", "metrics.latency_p50_ms"),
-    ("p99 ms", "metrics.latency_p99_ms"),
-    ("cov %", "metrics.latency_cov_pct"),
-    ("iters", "metrics.iterations"),
-    ("build s", "metrics.build_time_s"),
-    ("inductor cache", "tags.inductor_cache"),
+    ("device", tag(JOB.gpu_name)),
+    ("status", tag(JOB.status)),
+    ("img/s", metric(LATENCY.throughput_img_s)),
+    ("window img/s", metric(LATENCY.throughput_window_img_s)),
+    ("p50 ms", metric(LATENCY.latency_p50_ms)),
+    ("p99 ms", metric(LATENCY.latency_p99_ms)),
+    ("cov %", metric(LATENCY.latency_cov_pct)),
+    ("iters", metric(LATENCY.iterations)),
+    ("build s", metric(JOB.build_time_s)),
+    ("inductor cache", "tags.inductor_cache"),  # backend tags: named by the backend (docs/backends.md)
     ("pkg cache", "tags.aoti_package_cache"),
     ("breaks", "tags.graph_breaks"),
-    ("1st ms", "metrics.first_call_ms"),
-    ("peak MiB", "metrics.peak_mem_reserved_mib"),
-    ("reason", "tags.reason"),
+    ("1st ms", metric(JOB.first_call_ms)),
+    ("peak MiB", metric(JOB.peak_mem_reserved_mib)),
+    ("reason", tag(JOB.reason)),
 ]
 
 
@@ -73,7 +79,7 @@ def main() -> None:
 
     uri = tracking.tracking_uri(a.uri)
     mlflow.set_tracking_uri(uri)
-    flt = "tags.kind = 'job'" + (f" and tags.mlflow.parentRunId = '{a.parent}'" if a.parent else "")
+    flt = f"tags.{JOB.kind} = 'job'" + (f" and tags.mlflow.parentRunId = '{a.parent}'" if a.parent else "")
     df = mlflow.search_runs(experiment_names=[a.experiment], filter_string=flt, order_by=["start_time ASC"])
     if df.empty:
         print(f"no runs in experiment '{a.experiment}' at {uri}")

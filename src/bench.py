@@ -15,8 +15,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src import PROJECT_ROOT
-from src import config as _config
-from src.runner import PARENT_ENV, already_measured, parent_run_id, run_job
+from src.parent import config as _config
+from src.parent.runner import run_job
+from src.parent.sweep import refuse
+from src.parent.tracking import PARENT_ENV, parent_run_id
+from src.shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +39,16 @@ def _terminated(signum: int, frame: object) -> None:
 def main(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
     sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
-    spec = _config.to_spec(cfg)  # validated already by the callback; cheap, and keeps main usable alone
-    parent = parent_run_id(sweep_dir)
-    try:
-        key, done = already_measured(cfg, spec, parent)
-    except Exception as exc:  # the tracking server is unreachable: measure; the result waits on disk
-        log.warning("could not look for an identical finished run (%s: %s)", type(exc).__name__, exc)
-        key, done = None, None
-    if done:  # resumable sweeps: an identical job already finished ok (force=true measures it again)
-        log.info("%s: skipped, identical to finished run %s (force=true re-runs it)", spec.label, done)
-        return "skipped"
+    try:  # validated by the callback already for the basic sweeper; every job checks itself again
+        spec = _config.to_spec(cfg)
+    except ConfigError as exc:
+        refuse({str(exc): [" ".join(hc.overrides.task) or "(defaults)"]}, jobs=1)
     refused = _config.unsupported_combination(spec)
     # a folder of its own, even if another sweep or run was given the same output folder: the child's spec
     # and progress files are never shared
     job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=hc.runtime.output_dir))
-    result, _ = run_job(cfg, spec, job_dir, parent, refused=refused, key=key)
-    return result.status.value
+    result, _ = run_job(cfg, spec, job_dir, parent_run_id(sweep_dir), refused=refused)
+    return "skipped" if result is None else result.status.value
 
 
 if __name__ == "__main__":

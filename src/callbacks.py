@@ -1,8 +1,9 @@
-"""Hydra callback: refuse bad input before anything runs, and group a sweep's runs under one parent run.
+"""Hydra callback (named in conf/config.yaml; runs in the Hydra process): refuse bad input before anything
+runs, and group a sweep's runs under one parent run.
 
-- `on_run_start` / `on_multirun_start` validate every job of the invocation (a sweep's jobs are composed
-  the way Hydra's basic sweeper will compose them) before Hydra creates an output folder or MLflow sees
-  anything. Bad input exits with status 2 and one message listing each problem and what is allowed.
+- `on_run_start` / `on_multirun_start` validate every job of the invocation (`src/parent/sweep.py`) before
+  Hydra creates an output folder or MLflow sees anything. Bad input exits with status 2 and one message
+  listing each problem and what is allowed.
 - `on_multirun_start` then creates the MLflow store and experiment once (SQLite table creation is not safe
   from several processes at once) and the sweep's parent run, unless `mlflow run` already made one.
 - `on_multirun_end` prints the sweep's results, read back from MLflow, and ends the parent run. A sweep
@@ -24,13 +25,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src import pending, tracking
-from src.config import to_spec, unsupported_combination
-from src.errors import ConfigError
-from src.runner import PARENT_ENV, PARENT_FILE
+from src import upload
+from src.parent import tracking
+from src.parent.sweep import summary_table, sweep_configs, validate_or_exit
+from src.parent.tracking import PARENT_ENV, PARENT_FILE
+from src.shared.results import JOB
 
 log = logging.getLogger(__name__)
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher")
 
 
@@ -41,10 +42,10 @@ class BenchCallback(Callback):
         self._client: Any = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _validate_or_exit([([], config)], single=True)
+        validate_or_exit([([], config)], single=True)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _validate_or_exit(sweep_configs(config))
+        validate_or_exit(sweep_configs(config))
         self._client = tracking.open_client(tracking.tracking_uri(config.tracking.uri))
         parent = os.environ.get(PARENT_ENV)
         if parent:  # made by `mlflow run`: jobs hang under it; `mlflow run` ends it
@@ -52,7 +53,7 @@ class BenchCallback(Callback):
         else:
             exp_id = tracking.experiment_id(self._client, config.tracking.experiment)
             tags = {
-                "kind": "sweep",
+                JOB.kind: "sweep",
                 "sweep_overrides": " ".join(config.hydra.overrides.task),
                 "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
             }
@@ -81,13 +82,13 @@ class BenchCallback(Callback):
             log.warning("could not read the sweep back from MLflow (%s: %s)", type(exc).__name__, exc)
             if self._own_parent:
                 sweep_dir = Path(config.hydra.sweep.dir)
-                pending.save_parent(sweep_dir, self._client.tracking_uri, self._own_parent, "FINISHED")
+                upload.save_parent(sweep_dir, self._client.tracking_uri, self._own_parent, "FINISHED")
                 log.warning("the sweep's results wait on disk: `python -m src.upload %s`", sweep_dir)
                 self._own_parent = None  # ended by the upload, not as KILLED on the way out
 
     def _summarise(self, parent: str) -> None:
         runs = tracking.children(self._client, parent)
-        counts = Counter(r.data.tags.get("status", "unknown") for r in runs)
+        counts = Counter(r.data.tags.get(JOB.status, "unknown") for r in runs)
         tracking.log_all(self._client, parent, tags={f"jobs_{k}": str(v) for k, v in counts.items()})
         print(summary_table(runs), file=sys.stderr)
         self._end_parent("FINISHED")
@@ -108,82 +109,3 @@ class BenchCallback(Callback):
         if self._own_parent and self._client is not None:
             self._client.set_terminated(self._own_parent, status)
             self._own_parent = None
-
-
-def sweep_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
-    """Every job's composed config, as the basic sweeper will compose it (other sweepers: none)."""
-    if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
-        return []
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    loader = GlobalHydra.instance().config_loader()
-    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-    overrides = OverridesParser.create(config_loader=loader).parse_overrides(
-        [*params, *config.hydra.overrides.task]
-    )
-    jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
-    composed = []
-    for job in jobs:
-        try:
-            composed.append((job, loader.load_sweep_config(config, list(job))))
-        except Exception as exc:  # a group option that does not exist, a key not in the schema, ...
-            composed.append((job, exc))
-    return composed
-
-
-def _validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) -> None:
-    """Exit 2 on bad input. A combination a backend declares it cannot run is bad input for a single run;
-    in a sweep it becomes that job's `unsupported` result (listed here, recorded when the job runs)."""
-    problems: dict[str, list[str]] = {}
-    refused: Counter[str] = Counter()
-    for overrides, cfg in jobs:
-        try:
-            if isinstance(cfg, Exception):
-                raise ConfigError(_hydra_message(cfg))
-            why = unsupported_combination(to_spec(cfg))
-            if why and single:
-                raise ConfigError(why)
-            if why:
-                refused[why] += 1
-        except ConfigError as exc:
-            problems.setdefault(str(exc), []).append(" ".join(overrides) or "(defaults)")
-    for why, n in refused.items():
-        log.warning("%d job(s) of this sweep will be recorded as unsupported: %s", n, why)
-    if not problems:
-        return
-    lines = ["error: invalid configuration, nothing was run:"]
-    for message, where in problems.items():
-        lines.append(f"  - {message}")
-        if len(jobs) > 1:
-            lines.append(f"    in {len(where)} of {len(jobs)} jobs, e.g. {where[0]}")
-    print("\n".join(lines), file=sys.stderr)
-    raise SystemExit(2)
-
-
-def _hydra_message(exc: Exception) -> str:
-    """Hydra's composition error on one line, options comma-separated, without its search-path listing."""
-    lines = [p.strip() for p in str(exc).split("Config search path:")[0].splitlines() if p.strip()]
-    for i, line in enumerate(lines):
-        if line.startswith("Available options"):
-            return " ".join(lines[:i]) + f". {line} {', '.join(lines[i + 1 :])}"
-    return " ".join(lines)
-
-
-def summary_table(runs: list) -> str:
-    rows = [("run", "status", "img/s", "p99 ms", "reason")]
-    for r in sorted(runs, key=lambda r: r.info.start_time or 0):
-        m, t = r.data.metrics, r.data.tags
-        ok = t.get("status") == "ok"
-        rows.append(
-            (
-                r.info.run_name or r.info.run_id,
-                t.get("status", "?"),
-                f"{m['throughput_img_s']:.1f}" if ok and "throughput_img_s" in m else "-",
-                f"{m['latency_p99_ms']:.2f}" if ok and "latency_p99_ms" in m else "-",
-                (t.get("reason", "").splitlines() or [""])[0][:80],
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)

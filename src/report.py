@@ -3,7 +3,7 @@
     python -m src.report                         # the default experiment's runs -> reports/
     python -m src.report --parent RUN_ID         # one sweep; the report is also logged to that run
     python -m src.report --sweep latest          # the experiment's newest sweep, same
-    python -m src.report --filter "params.model = 'yolo'" --out docs/report
+    python -m src.report --filter "params.model = 'yolo'" --out docs/results/NAME
 
 Writes `report.md` (the study's table per GPU, the headline table per model across GPUs, the wide table of
 every backend and precision), the same tables as CSV, and PNG plots. Where several runs measured the same
@@ -19,16 +19,40 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from src import tracking
+from src import PROJECT_ROOT
+from src.models import MODELS
+from src.parent import tracking
+from src.shared.errors import ConfigError
+from src.shared.results import JOB, LATENCY, NAMEPLATE, PARITY
+from src.shared.spec import Precision
 
-STUDY_COLUMNS = {  # the study's four columns: (backend, precision), at fp32 default TF32 and NCHW
-    "Native PyTorch": ("eager", "fp32"),
-    "Torch Script": ("torchscript", "fp32"),
-    "TensorRT-FP32": ("tensorrt", "fp32"),
-    "TensorRT-FP16": ("tensorrt", "fp16"),
-}
-TASKS = {"densenet": "Classification", "yolo": "Object detection", "segresnet": "Segmentation"}
 FAIL_MARK = " †"
+
+
+def study_columns(conf: Path = PROJECT_ROOT / "conf") -> dict[str, tuple[str, str]]:
+    """The study's columns, title -> (backend, precision), in the order of the study preset's `+study`
+    axis; each from its file in conf/study/ (its `study_column` title and its backend/precision)."""
+    from omegaconf import OmegaConf
+
+    preset = OmegaConf.load(conf / "experiment" / "study.yaml")
+    columns = {}
+    for name in str(preset.hydra.sweeper.params["+study"]).split(","):
+        study = OmegaConf.load(conf / "study" / f"{name.strip()}.yaml")
+        chosen = {k.split("/")[-1]: v for entry in study.defaults for k, v in entry.items()}
+        columns[str(study.study_column)] = (chosen["backend"], chosen["precision"])
+    return columns
+
+
+STUDY_COLUMNS = study_columns()  # the first is the reference of "Improvement", the last its subject
+
+
+def task_title(model: str, task_tag: Any) -> str:
+    """The model's task as the study's tables name it: from the model registry, else the run's tag."""
+    try:
+        cls = MODELS.get(model)
+        return cls.task_title or cls.task.capitalize()
+    except ConfigError:  # a plugin model this process has not loaded
+        return str(task_tag).capitalize() if isinstance(task_tag, str) else model
 
 
 def load_runs(uri: str | None, experiment: str, parent: str | None, extra: str | None) -> Any:
@@ -64,21 +88,22 @@ def tidy(df: Any) -> Any:
     t = pd.DataFrame(
         {
             "model": col("params.model"),
+            "task": col(f"tags.{JOB.task}"),
             "shape": col("params.input_shape", "?"),
             "batch": pd.to_numeric(col("params.batch_size"), errors="coerce").astype("Int64"),
             "backend": col("params.backend"),
             "precision": col("params.precision"),
             "tf32": col("params.tf32", "default"),
             "channels_last": col("params.channels_last", "false"),
-            "gpu": col("tags.gpu_name").fillna("(not identified)"),
-            "status": col("tags.status").fillna("unknown"),
-            "img_s": col("metrics.throughput_img_s"),
-            "p50_ms": col("metrics.latency_p50_ms"),
-            "p99_ms": col("metrics.latency_p99_ms"),
+            "gpu": col(f"tags.{JOB.gpu_name}").fillna("(not identified)"),
+            "status": col(f"tags.{JOB.status}").fillna("unknown"),
+            "img_s": col(f"metrics.{LATENCY.throughput_img_s}"),
+            "p50_ms": col(f"metrics.{LATENCY.latency_p50_ms}"),
+            "p99_ms": col(f"metrics.{LATENCY.latency_p99_ms}"),
             "img_per_j": col("metrics.img_per_j"),
-            "img_s_per_plate_w": col("metrics.img_per_s_per_nameplate_w"),
-            "parity": col("tags.parity").fillna("-"),
-            "rel_l2": col("metrics.parity_rel_l2_err"),
+            "img_s_per_plate_w": col(f"metrics.{NAMEPLATE.img_per_s_per_nameplate_w}"),
+            "parity": col(f"tags.{PARITY.parity}").fillna("-"),
+            "rel_l2": col(f"metrics.{PARITY.parity_rel_l2_err}"),
             "run_id": col("run_id"),
         }
     )
@@ -110,10 +135,11 @@ def study_table(t: Any, gpu: str) -> Any:
     rows = []
     for (model, shape, batch), group in base.groupby(["model", "shape", "batch"], sort=True):
         picked = {name: _pick(group, backend=b, precision=p) for name, (b, p) in STUDY_COLUMNS.items()}
-        task = f"{TASKS.get(model, model)} ({model}, {shape})"
-        row: dict[str, Any] = {"Task": task, "Batch Size": int(batch)}
+        tags = group["task"].dropna()
+        task = task_title(model, tags.iloc[0] if len(tags) else None)
+        row: dict[str, Any] = {"Task": f"{task} ({model}, {shape})", "Batch Size": int(batch)}
         row.update({name: cell(r) for name, r in picked.items()})
-        pt, trt = picked["Native PyTorch"], picked["TensorRT-FP16"]
+        pt, trt = picked[next(iter(STUDY_COLUMNS))], picked[list(STUDY_COLUMNS)[-1]]
         ok = pt is not None and trt is not None and pt["status"] == "ok" and trt["status"] == "ok"
         row["Improvement (TRT vs PT)"] = f"{trt['img_s'] / pt['img_s']:.2f}x" if ok else "-"
         eff = trt["img_s_per_plate_w"] if trt is not None and trt["status"] == "ok" else None
@@ -154,8 +180,8 @@ def wide_table(t: Any) -> Any:
 
 
 def label(r: Any) -> str:
-    extra = "" if r["tf32"] == "default" else (" tf32" if r["tf32"] == "true" else " no-tf32")
-    return f"{r['backend']} {r['precision']}{extra}" + (" CL" if r["channels_last"] == "true" else "")
+    precision = Precision.from_params(r["precision"], r["tf32"]).label
+    return f"{r['backend']} {precision}" + (" CL" if r["channels_last"] == "true" else "")
 
 
 def plots(wide: Any, out: Path) -> list[Path]:
@@ -228,12 +254,13 @@ def _fmt(v: Any) -> str:
 def write(t: Any, out: Path, source: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     wide = wide_table(t)
+    reference, subject = next(iter(STUDY_COLUMNS)), list(STUDY_COLUMNS)[-1]
     parts = [
         "# Inference benchmark report\n",
         f"Source: {source}. Figures are images/s (batch size / mean latency, CUDA events on a GPU), the "
-        "newest run per cell. Improvement = TensorRT-FP16 / Native PyTorch; energy efficiency = "
-        f"TensorRT-FP16 images/s per nameplate watt, as the study states it.{FAIL_MARK}: the output failed "
-        "the parity check against eager fp32.\n",
+        f"newest run per cell. Improvement = {subject} / {reference}; energy efficiency = {subject} "
+        f"images/s per nameplate watt, as the study states it.{FAIL_MARK}: the output failed the parity "
+        "check against eager fp32.\n",
     ]
     files = []
     for i, gpu in enumerate(sorted(t["gpu"].unique())):

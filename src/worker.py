@@ -1,5 +1,5 @@
 """Entry point of the measuring child: `python -m src.worker JOB_DIR [LAUNCHER_PID]` (started by
-`src.isolation`, which passes its own pid: the child ends if that process dies)."""
+`src/parent/launch.py`, which passes its own pid: the child ends if that process dies). Runs `src.child`."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import time
 import traceback
 from pathlib import Path
 
-from src.errors import Status, Unavailable, Unsupported, is_out_of_memory
-from src.isolation import PROGRESS, ProgressWriter
-from src.spec import JobSpec
+from src.shared.errors import Status, Unavailable, Unsupported, is_out_of_memory
+from src.shared.progress import PROGRESS, SPEC, ProgressWriter
+from src.shared.spec import JobSpec
 
 
 def end_with_launcher(launcher_pid: int, every_s: float = 0.5) -> None:
@@ -37,23 +37,23 @@ def main(argv: list[str]) -> int:
         end_with_launcher(int(argv[2]))
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
     job_dir = Path(argv[1])
-    spec = JobSpec.from_json((job_dir / "spec.json").read_text(encoding="utf-8"))
-    progress = ProgressWriter(job_dir / PROGRESS)
-    try:
-        from src.job import execute  # inside the try: even an import failure is reported
+    spec = JobSpec.from_json((job_dir / SPEC).read_text(encoding="utf-8"))
+    with ProgressWriter(job_dir / PROGRESS) as progress:
+        try:
+            from src.child.job import execute  # inside the try: even an import failure is reported
 
-        execute(spec, job_dir, progress)
-    except Unsupported as exc:
-        progress.status(Status.UNSUPPORTED, str(exc))
-    except Unavailable as exc:
-        progress.status(Status.UNAVAILABLE, str(exc))
-    except Exception as exc:
-        traceback.print_exc()
-        status = Status.OOM if is_out_of_memory(exc) else Status.FAILED
-        progress.status(status, f"{type(exc).__name__}: {exc}")
-    else:
-        progress.phase("done")
-        progress.status(Status.OK)
+            execute(spec, job_dir, progress)
+        except Unsupported as exc:
+            progress.status(Status.UNSUPPORTED, str(exc))
+        except Unavailable as exc:
+            progress.status(Status.UNAVAILABLE, str(exc))
+        except Exception as exc:
+            traceback.print_exc()
+            status = Status.OOM if is_out_of_memory(exc) else Status.FAILED
+            progress.status(status, f"{type(exc).__name__}: {exc}")
+        else:
+            progress.phase("done")
+            progress.status(Status.OK)
     return 0
 
 

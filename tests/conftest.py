@@ -1,10 +1,16 @@
-"""Shared helpers: real Hydra composition, tiny CPU settings, and the GPU marker's skip."""
+"""Shared helpers: real Hydra composition, tiny CPU settings, real `src.bench` processes, a real
+`mlflow server` on loopback, and the GPU marker's skip."""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from src import PROJECT_ROOT
-from src.config import to_spec  # also registers the schema with Hydra's ConfigStore
-from src.spec import JobSpec
+from src.parent.config import to_spec  # also registers the schema with Hydra's ConfigStore
+from src.shared.spec import JobSpec
 
 TEST_CONF = Path(__file__).parent / "conf"
 FAULTS = "tests.plugins.fault_models"
@@ -41,20 +47,73 @@ def fault_overrides(model: str) -> list[str]:
     ]
 
 
+def bench_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    full_env = {**os.environ, "YOLO_OFFLINE": "1", **(env or {})}
+    full_env.pop("MLFLOW_RUN_ID", None)
+    return full_env
+
+
 def run_bench(
     args: list[str], env: dict[str, str] | None = None, timeout: float = 900
 ) -> subprocess.CompletedProcess:
     """`python -m src.bench ARGS` in a real subprocess, from the project root."""
-    full_env = {**os.environ, "YOLO_OFFLINE": "1", **(env or {})}
-    full_env.pop("MLFLOW_RUN_ID", None)
     return subprocess.run(
         [sys.executable, "-m", "src.bench", *args],
         cwd=PROJECT_ROOT,
-        env=full_env,
+        env=bench_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def start_bench(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m src.bench ARGS` started in the background; its output (stderr too) on `stdout`, as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.bench", *args],
+        cwd=PROJECT_ROOT,
+        env=bench_env(env),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mlflow_server(store: str, artifacts: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` on loopback over `store`, once its /health answers (60 s at most)."""
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--workers", "1", "--default-artifact-root", artifacts.as_uri()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail("mlflow server did not come up within 60 s")
+
+
+def stop_mlflow_server(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    os.killpg(proc.pid, sig)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def mlflow_server(store: str, tmp_path: Path) -> Iterator[str]:
+    """A real `mlflow server` over the test's store; yields its URL."""
+    port = free_port()
+    proc = start_mlflow_server(store, tmp_path / "art", port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_mlflow_server(proc, signal.SIGTERM)
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import torch
 
 from src.backends import BACKENDS
 from src.backends.torchscript import MAX_NNC_CAT_INPUTS, max_cat_inputs
-from src.errors import Unsupported
-from src.job import place
+from src.child.job import place
 from src.models import MODELS
+from src.shared.errors import Unsupported
 from tests.conftest import make_spec
 
 CPU = torch.device("cpu")

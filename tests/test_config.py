@@ -9,10 +9,10 @@ import yaml
 
 from src import PROJECT_ROOT
 from src.backends import BACKENDS
-from src.config import gpu_shorthand, unsupported_combination
-from src.errors import ConfigError
 from src.models import MODELS
-from src.spec import PRECISIONS
+from src.parent.config import gpu_shorthand, unsupported_combination
+from src.shared.errors import ConfigError
+from src.shared.spec import PRECISIONS
 from tests.conftest import make_spec, run_bench
 
 CONF = PROJECT_ROOT / "conf"
@@ -145,7 +145,7 @@ def test_a_precision_the_backend_cannot_run_is_refused() -> None:
 
 def test_spec_round_trips_through_json_and_gives_flat_params() -> None:
     spec = make_spec("model=segresnet", "backend=torchscript", "smoke=true")
-    from src.spec import JobSpec
+    from src.shared.spec import JobSpec
 
     assert JobSpec.from_json(spec.to_json()) == spec.__class__.from_dict(spec.to_dict())
     params = spec.params()

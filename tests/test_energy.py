@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from src.energy import (
+from src.child.energy import (
     NVML_COUNTER_WRAP_MJ,
     Edge,
     RaplMeter,
@@ -15,7 +15,7 @@ from src.energy import (
     open_meter,
     window_metrics,
 )
-from src.spec import GpuSpec
+from src.shared.spec import GpuConfig
 
 
 class Recorded:
@@ -86,18 +86,18 @@ def test_rapl_sums_the_package_domains_across_their_wraps(tmp_path: Path) -> Non
 
 
 def test_rapl_absent_or_unreadable_is_a_reason_not_a_zero(tmp_path: Path) -> None:
-    meter, why = open_meter("cpu", "cpu", rapl_root=tmp_path / "none")
+    meter, why = open_meter("cpu", None, rapl_root=tmp_path / "none")
     assert meter is None and "no RAPL package domains" in why
     root = rapl_tree(tmp_path / "broken", {"intel-rapl:0": (5, 100)})
     (root / "intel-rapl:0" / "energy_uj").unlink()
     (root / "intel-rapl:0" / "energy_uj").mkdir()  # unreadable whoever reads it, root included
-    meter, why = open_meter("cpu", "cpu", rapl_root=root)
+    meter, why = open_meter("cpu", None, rapl_root=root)
     assert meter is None
     assert why.startswith("unavailable: CPU package energy (RAPL) cannot be read (IsADirectoryError")
 
 
 def test_open_meter_on_this_machines_cpu_says_what_it_found() -> None:
-    meter, why = open_meter("cpu", "cpu")
+    meter, why = open_meter("cpu", None)
     if meter is None:
         assert why.startswith("unavailable: CPU package energy (RAPL) cannot be read")
     else:
@@ -105,9 +105,9 @@ def test_open_meter_on_this_machines_cpu_says_what_it_found() -> None:
 
 
 def test_nameplate_efficiency_from_a_preset_or_nothing() -> None:
-    l4 = GpuSpec(name="NVIDIA L4", match=r"\bL4\b", memory_gib=24, nameplate_w=72)
+    l4 = GpuConfig(name="NVIDIA L4", match=r"\bL4\b", memory_gib=24, nameplate_w=72)
     metrics, tags = nameplate_efficiency(l4, None, throughput_img_s=720.0)
     assert metrics == {"nameplate_w": 72, "img_per_s_per_nameplate_w": 10.0}
     assert tags == {"nameplate_source": "preset NVIDIA L4"}
-    metrics, tags = nameplate_efficiency(GpuSpec(), None, 720.0)
+    metrics, tags = nameplate_efficiency(GpuConfig(), None, 720.0)
     assert metrics == {} and tags["nameplate_source"].startswith("none")

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from src.backends.onnxruntime import OnnxRuntime
-from src.config import unsupported_combination
-from src.errors import ConfigError, Status, Unavailable
-from src.isolation import run_in_child
+from src.parent.config import unsupported_combination
+from src.parent.launch import run_in_child
+from src.shared.errors import ConfigError, Status, Unavailable
 from tests.conftest import QUICK, make_spec, run_bench
 from tests.test_backends import prepared
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.errors import Status, Unavailable
-from src.isolation import run_in_child
-from src.job import resolve_device
-from src.measure import LoopSettings, summarize, timed_loop
+from src.child.job import resolve_device
+from src.child.measure import LoopSettings, summarize, timed_loop
+from src.parent.launch import run_in_child
+from src.shared.errors import Status, Unavailable
 from tests.conftest import QUICK, make_spec
 
 pytestmark = pytest.mark.gpu
@@ -93,14 +93,14 @@ def test_torchscript_densenet201_completes_on_the_gpu(tmp_path: Path) -> None:
 
 
 def test_nvml_sees_the_same_card_as_cuda_and_its_energy_counter_advances() -> None:
-    from src import nvml
-    from src.energy import NvmlMeter
+    from src.child.energy import NvmlMeter
+    from src.shared import nvml
 
     with nvml.session() as nv:
-        identity = nvml.identify(nv, "auto")
+        identity = nvml.identify(nv, 0)
     assert identity is not None and identity.name == torch.cuda.get_device_name(0)
     assert identity.power_limit_w and identity.power_limit_w > 50
-    meter = NvmlMeter("auto")
+    meter = NvmlMeter(0)
     start = meter.read()
     x = torch.randn(8192, 8192, device="cuda")
     t = time.time()
@@ -111,11 +111,11 @@ def test_nvml_sees_the_same_card_as_cuda_and_its_energy_counter_advances() -> No
 
 
 def test_the_sampler_traces_at_about_its_rate() -> None:
-    from src import nvml
-    from src.telemetry import Sampler, idle_power_w
+    from src.parent.telemetry import Sampler, idle_power_w
+    from src.shared import nvml
 
     with nvml.session() as nv:
-        index = nvml.identify(nv, "auto").nvml_index
+        index = nvml.identify(nv, 0).nvml_index
     assert 20 < idle_power_w(index, seconds=0.5, hz=10) < 400
     with Sampler(index, hz=10) as sampler:
         time.sleep(2.0)
@@ -128,8 +128,8 @@ def test_the_sampler_traces_at_about_its_rate() -> None:
 def test_a_gpu_job_measures_energy_and_its_trace_agrees(store: str, tmp_path: Path) -> None:
     import mlflow
 
-    from src.config import to_spec
-    from src.runner import run_job
+    from src.parent.config import to_spec
+    from src.parent.runner import run_job
     from tests.conftest import compose_cfg
 
     cfg = compose_cfg("precision=fp16", "batch_size=128", "measure.min_duration_s=3", f"tracking.uri={store}")

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from src import PROJECT_ROOT, isolation
-from src.errors import Status
-from src.isolation import PROGRESS, read_progress, run_in_child
+from src import PROJECT_ROOT
+from src.parent import launch as isolation
+from src.parent.launch import run_in_child
+from src.shared.errors import Status
+from src.shared.progress import PROGRESS, read_progress
 from tests.conftest import QUICK, fault_overrides, make_spec
 
 
@@ -107,7 +109,7 @@ def test_a_child_whose_launcher_is_killed_ends_too(tmp_path: Path) -> None:
     must not measure on, orphaned (it holds the GPU). It watches its launcher and ends its process group."""
     job_dir = tmp_path / "job"
     code = (
-        "from pathlib import Path; from src.isolation import run_in_child; "
+        "from pathlib import Path; from src.parent.launch import run_in_child; "
         "from tests.conftest import QUICK, fault_overrides, make_spec; "
         f"run_in_child(make_spec(*fault_overrides('hang'), *QUICK), Path({str(job_dir)!r}))"
     )

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from src.measure import LoopSettings, Timing, summarize, time_single_call_ms, timed_loop
+from src.child.measure import LoopSettings, Timing, summarize, time_single_call_ms, timed_loop
 
 CPU = torch.device("cpu")
 

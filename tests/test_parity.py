@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from src import parity
-from src.errors import Status
-from src.isolation import run_in_child
+from src.child import parity
+from src.parent.launch import run_in_child
+from src.shared.errors import Status
 from tests.conftest import QUICK, make_spec
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from src import report
-from tests.conftest import QUICK, run_bench
+from src import PROJECT_ROOT, report
+from tests.conftest import QUICK, TEST_CONF, run_bench
 
 pytestmark = pytest.mark.slow
 
@@ -46,3 +46,21 @@ def test_the_study_preset_runs_its_grid_and_the_report_shows_it(store: str, tmp_
     assert not (tmp_path / "rep" / "images_per_joule.png").exists()  # no energy counter on this CPU
     logged = {a.path for a in client.list_artifacts(sweep.info.run_id, "report")}
     assert {"report/report.md", "report/wide.csv", "report/throughput_vs_batch.png"} <= logged
+
+
+def test_a_plugin_model_appears_in_the_report_with_no_edit_of_the_report(store: str, tmp_path: Path) -> None:
+    """The report takes its columns from conf/study/ and each model's task from the model registry: a model
+    registered by a plugin shows up under its own task name, in the study's columns."""
+    import tests.plugins.tiny_model  # noqa: F401  (registers `tinynet` in this process, as the sweep does)
+
+    args = ["-m", f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.tiny_model]"]
+    args += ["model=tinynet", "+study=pytorch,torchscript,tensorrt_fp16", "gpu=cpu", "batch_index=1", *QUICK]
+    out = run_bench([*args, f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert report.main(["--uri", store, "--sweep", "latest", "--out", str(tmp_path / "rep"), "--no-log"]) == 0
+    with (tmp_path / "rep" / "study_0.csv").open() as f:
+        (row,) = csv.DictReader(f)
+    assert row["Task"] == "Keypoint estimation (tinynet, 3x16x16)" and row["Batch Size"] == "4"
+    assert float(row["Native PyTorch"]) > 0 and float(row["Torch Script"]) > 0
+    assert row["TensorRT-FP16"] == "UNAVAILABLE" and list(row)[2:6] == list(report.STUDY_COLUMNS)
+    assert "tinynet" not in (PROJECT_ROOT / "src" / "report.py").read_text()

@@ -3,56 +3,30 @@ the job's result stays on disk and `python -m src.upload` sends it once the serv
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from src import PROJECT_ROOT
-from tests.conftest import QUICK, fault_overrides
+from tests.conftest import (
+    QUICK,
+    bench_env,
+    fault_overrides,
+    free_port,
+    start_bench,
+    start_mlflow_server,
+    stop_mlflow_server,
+)
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(db: Path, art: Path, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}"]
-    cmd += [
-        "--default-artifact-root",
-        art.as_uri(),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return proc
-        except OSError:
-            time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail("mlflow server did not come up within 60 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+def start_server(db: Path, art: Path, port: int):
+    return start_mlflow_server(f"sqlite:///{db}", art, port)
 
 
 def test_a_server_killed_mid_sweep_loses_nothing(tmp_path: Path) -> None:
@@ -61,9 +35,7 @@ def test_a_server_killed_mid_sweep_loses_nothing(tmp_path: Path) -> None:
     once the server is back: every run ends FINISHED with its status and metrics, under the sweep's run."""
     db, art, port = tmp_path / "mlflow.db", tmp_path / "artifacts", free_port()
     server = start_server(db, art, port)
-    env = {**os.environ, "YOLO_OFFLINE": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
-    env["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
-    env.pop("MLFLOW_RUN_ID", None)
+    env = bench_env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"})
     args = [
         "-m",
         *fault_overrides("sleepy"),
@@ -73,14 +45,7 @@ def test_a_server_killed_mid_sweep_loses_nothing(tmp_path: Path) -> None:
         "measure.seed=0,1",
     ]
     args += [f"tracking.uri=http://127.0.0.1:{port}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "src.bench", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    sweep = start_bench(args, env)
     store = MlflowClient(f"sqlite:///{db}")
     try:
         for _ in range(240):  # wait until job 1's run exists with its params: it is measuring now
@@ -92,7 +57,7 @@ def test_a_server_killed_mid_sweep_loses_nothing(tmp_path: Path) -> None:
             time.sleep(0.25)
         assert runs, "job 1's run never appeared: " + (sweep.kill() or sweep.communicate()[0][-3000:])
         time.sleep(3)
-        stop(server)
+        stop_mlflow_server(server)
         out, _ = sweep.communicate(timeout=300)
         assert sweep.returncode == 0, out[-3000:]
         assert out.count("could not log run") == 2 and "measuring anyway" in out
@@ -113,7 +78,7 @@ def test_a_server_killed_mid_sweep_loses_nothing(tmp_path: Path) -> None:
     finally:
         if sweep.poll() is None:
             sweep.kill()
-        stop(server)
+        stop_mlflow_server(server)
     exp = [e.experiment_id for e in store.search_experiments()]
     jobs = store.search_runs(exp, "tags.kind = 'job'")
     (parent,) = store.search_runs(exp, "tags.kind = 'sweep'")

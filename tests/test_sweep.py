@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from src import PROJECT_ROOT
-from tests.conftest import QUICK, TEST_CONF, run_bench
+from tests.conftest import QUICK, TEST_CONF, run_bench, start_bench
 
 pytestmark = pytest.mark.slow
 
@@ -96,16 +93,7 @@ def test_ctrl_c_or_sigterm_ends_the_running_job_and_the_sweep_with_a_status(
     sweep_dir = tmp_path / "sweep"
     args = ["-m", f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]"]
     args += ["model=hang,sleepy", *QUICK, "measure.timeout_s=300", f"tracking.uri={store}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("MLFLOW_RUN_ID", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "src.bench", *args, f"hydra.sweep.dir={sweep_dir}"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_bench([*args, f"hydra.sweep.dir={sweep_dir}"], env={"PYTHONUNBUFFERED": "1"})
     for line in proc.stdout:  # wait until the hanging job's child is measuring
         if "hang-eager-fp32-bs32: measuring" in line:
             break
@@ -148,16 +136,7 @@ def test_a_stopped_parallel_sweep_ends_every_job_run_with_a_status(store: str, t
     args = ["-m", "hydra/launcher=gpus", "hydra.launcher.n_jobs=2", "gpu=any", "measure.seed=0,1"]
     args += [f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]", "model=hang"]
     args += [*QUICK, "measure.timeout_s=300", "measure.parity_samples=0", f"tracking.uri={store}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("MLFLOW_RUN_ID", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "src.bench", *args, f"hydra.sweep.dir={sweep_dir}"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_bench([*args, f"hydra.sweep.dir={sweep_dir}"], env={"PYTHONUNBUFFERED": "1"})
     started = 0
     for line in proc.stdout:  # both jobs have their run: one measures, the other waits for the CPU's lock
         started += "measuring in a child process" in line
@@ -200,21 +179,10 @@ def test_the_parallel_launcher_never_measures_two_jobs_on_one_device(store: str,
 def test_runs_given_one_output_folder_never_share_a_jobs_files(store: str, tmp_path: Path) -> None:
     """Two runs started at once with the same output folder (as Hydra's by-the-second folders once gave two
     sweeps started in the same second): each child measures its own spec (its run's artifact spec.json)."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
     # unlocked, as two jobs on two GPUs are: they overlap
     args = ["model=densenet", "smoke=true", *QUICK, "measure.min_duration_s=4", "telemetry.lock=false"]
     args += [f"tracking.uri={store}", f"hydra.run.dir={tmp_path / 'same'}"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "src.bench", f"batch_size={batch}", *args],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for batch in (1, 3)
-    ]
+    procs = [start_bench([f"batch_size={batch}", *args]) for batch in (1, 3)]
     for proc in procs:
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out[-3000:]

@@ -13,7 +13,7 @@ import mlflow
 import pytest
 
 from src import PROJECT_ROOT
-from src.telemetry import Sample, Trace, step_metrics, summarize, write_csv
+from src.parent.telemetry import Sample, Trace, step_metrics, summarize, write_csv
 from tests.conftest import QUICK, TEST_CONF, run_bench
 
 
@@ -73,7 +73,7 @@ def test_trace_csv_and_mlflow_steps(tmp_path: Path) -> None:
 
 
 HOLD = (
-    "import sys, time; from src.locks import device_lock\n"
+    "import sys, time; from src.shared.locks import device_lock\n"
     "with device_lock(sys.argv[1]) as waited:\n"
     "    print(f'{time.time()} {waited}', flush=True); time.sleep(float(sys.argv[2]))\n"
     "print(time.time(), flush=True)\n"
@@ -119,8 +119,8 @@ def test_two_sweeps_at_once_never_measure_on_one_device_together(store: str, tmp
 
 
 def test_a_cpu_run_has_no_gpu_energy_metrics_and_says_why(store: str, tmp_path: Path) -> None:
-    from src.config import to_spec
-    from src.runner import run_job
+    from src.parent.config import to_spec
+    from src.parent.runner import run_job
     from tests.conftest import compose_cfg
 
     cfg = compose_cfg(*QUICK, "smoke=true", "batch_size=2", "gpu=cpu", f"tracking.uri={store}")

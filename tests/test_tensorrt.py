@@ -11,13 +11,13 @@ import mlflow
 import pytest
 import torch
 
+from src.backends.engine_cache import EngineCache, cache_key, key_inputs
 from src.backends.exporting import export_program
 from src.backends.tensorrt import INSTALL_HINT, TensorRT, typing_kwargs
-from src.engine_cache import EngineCache, cache_key, key_inputs
-from src.errors import Status
-from src.isolation import run_in_child
-from src.job import place
+from src.child.job import place
 from src.models import MODELS
+from src.parent.launch import run_in_child
+from src.shared.errors import Status
 from tests.conftest import QUICK, make_spec, run_bench, tensorrt_missing
 
 GPU = {"name": "NVIDIA H200", "capability": "9.0"}

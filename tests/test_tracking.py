@@ -8,9 +8,10 @@ from pathlib import Path
 
 import mlflow
 
-from src import PROJECT_ROOT, tracking
-from src.config import to_spec
-from src.runner import run_job
+from src import PROJECT_ROOT
+from src.parent import tracking
+from src.parent.config import to_spec
+from src.parent.runner import run_job
 from tests.conftest import QUICK, compose_cfg, fault_overrides
 
 
@@ -76,7 +77,8 @@ def test_a_fresh_store_opened_by_several_processes_at_once_is_created_once(tmp_p
     """Without the lock around the first use, this fails in table creation (alembic errors)."""
     store = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
     code = (
-        "import sys; from src import tracking; tracking.experiment_id(tracking.open_client(sys.argv[1]), 'x')"
+        "import sys; from src.parent import tracking; "
+        "tracking.experiment_id(tracking.open_client(sys.argv[1]), 'x')"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, store], cwd=PROJECT_ROOT) for _ in range(4)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
@@ -88,7 +90,7 @@ def test_jobs_logging_at_once_to_a_store_made_once_lose_no_run(store: str) -> No
     client = tracking.open_client(store)
     exp_id = tracking.experiment_id(client, "concurrent")
     code = (
-        "import sys; from src import tracking; c = tracking.open_client(sys.argv[1]);"
+        "import sys; from src.parent import tracking; c = tracking.open_client(sys.argv[1]);"
         "r = tracking.start_run(c, sys.argv[2], 'w' + sys.argv[3], None, {'kind': 'job'});"
         "tracking.log_all(c, r, params={'i': sys.argv[3]}, metrics={f'm{k}': k for k in range(200)},"
         " tags={'status': 'ok'}); c.set_terminated(r, 'FINISHED')"

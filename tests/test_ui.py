@@ -7,11 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,35 +23,9 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def server(store: str, tmp_path: Path):
-    port = free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--workers", "1", "--default-artifact-root", (tmp_path / "art").as_uri()]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not come up within 60 s")
-        yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
-
-
-def test_the_ui_lists_the_sweeps_runs_and_compares_them(store: str, server: str, tmp_path: Path) -> None:
+def test_the_ui_lists_the_sweeps_runs_and_compares_them(
+    store: str, mlflow_server: str, tmp_path: Path
+) -> None:
     from playwright.sync_api import sync_playwright
 
     args = ["-m", "model=segresnet", "backend=eager,torchscript", "smoke=true", "batch_size=2", "gpu=cpu"]
@@ -70,14 +39,16 @@ def test_the_ui_lists_the_sweeps_runs_and_compares_them(store: str, server: str,
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1800, "height": 1100})
-        page.goto(f"{server}/#/experiments/{exp_id}/runs")
+        page.goto(f"{mlflow_server}/#/experiments/{exp_id}/runs")
         page.get_by_text("sweep-").first.wait_for(timeout=60_000)  # the sweep's parent run, collapsed
         page.locator(f"button[data-component-id$='{EXPANDER}']").first.click()  # show its child runs
         for run in jobs:
             page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=60_000)
         page.screenshot(path=str(shots / "mlflow-runs.png"))
         ids = json.dumps([r.info.run_id for r in jobs])
-        page.goto(f"{server}/#/compare-runs?runs={quote(ids)}&experiments={quote(json.dumps([exp_id]))}")
+        page.goto(
+            f"{mlflow_server}/#/compare-runs?runs={quote(ids)}&experiments={quote(json.dumps([exp_id]))}"
+        )
         page.get_by_text("Metrics", exact=True).last.wait_for(timeout=60_000)
         page.get_by_text("Metrics", exact=True).last.scroll_into_view_if_needed()
         page.get_by_text("build_time_s", exact=True).first.wait_for(timeout=30_000)

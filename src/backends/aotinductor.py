@@ -2,14 +2,14 @@
 package (compiled kernels and weights, loadable without Python's model code), loaded back with
 `aoti_load_package` and timed. The package is the run's engine artifact; its build time is `build_time_s`
 (split into `export_s` and `aoti_compile_s`). Inductor's caches are the persistent ones of
-src/backends/inductor.py; on top of them, a package built for an identical job (src/engine_cache.py) is
-reused whole, since even with Inductor's caches warm the package's C++ wrapper is compiled again.
+src/backends/inductor.py; on top of them, a package built for an identical job
+(src/backends/engine_cache.py) is reused whole, since even with Inductor's caches warm the package's C++
+wrapper is compiled again.
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.backends.base import BACKENDS, Backend
+from src.backends.engine_cache import EngineCache, cache_key, cache_root, key_inputs
 from src.backends.exporting import export_program
 from src.backends.inductor import cache_counts, cache_state, use_persistent_caches
-from src.engine_cache import EngineCache, cache_key, cache_root, key_inputs
-from src.errors import ConfigError
+from src.shared.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -62,16 +62,12 @@ class AOTInductor(Backend):
         else:
             self._package = self._build(model, example, configs)
             if cache is not None:
-                built = self._package
-                self._package = cache.store(key, {"model.pt2": built}, {"key": key}) / "model.pt2"
-                shutil.rmtree(built.parent, ignore_errors=True)
+                self._package = cache.store(key, {"model.pt2": self._package}, {"key": key}) / "model.pt2"
             self.tags["aoti_package_cache"] = "miss" if cache is not None else "off"
         index = example.device.index if example.device.type == "cuda" else -1
         # aoti_load_package probes the CPU's vector ISAs (per ISA a compiler run and a Python subprocess) only
         # to compare with the package's metadata and warn on a mismatch. The package is compiled already: the
-        # base probe is skipped here. The AVX-512-bf16/VNNI/AMX probes still run; torch 2.14 keeps their
-        # outcome in Inductor's (persistent) cache folder, torch 2.11 reran them in every process (a cached
-        # package took 44 s to load on the H200 host, 31 s with this).
+        # base probe is skipped (docs/backends.md, "AOTInductor", has the measurements).
         with torch._inductor.config.patch({"cpp.vec_isa_ok": True}):
             return torch._inductor.aoti_load_package(str(self._package), device_index=index)
 
@@ -79,8 +75,7 @@ class AOTInductor(Backend):
         import torch
 
         program, self.metrics["export_s"] = export_program(model, example)
-        scratch = Path(tempfile.mkdtemp(prefix="bench-aoti-"))
-        package = scratch / "model.pt2"
+        package = self.scratch() / "model.pt2"
         start = time.perf_counter()
         torch._inductor.aoti_compile_and_package(program, package_path=str(package), inductor_configs=configs)
         self.metrics["aoti_compile_s"] = time.perf_counter() - start
@@ -91,17 +86,14 @@ class AOTInductor(Backend):
 
     def export(self, out_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = Path(shutil.copy(self._package, out_dir / self._package.name))
-        if self.tags["aoti_package_cache"] == "off":  # a scratch build: the artifact is its only copy now
-            shutil.rmtree(self._package.parent, ignore_errors=True)
-        return [path]
+        return [Path(shutil.copy(self._package, out_dir / self._package.name))]
 
 
 def device_identity(device: torch.device) -> dict[str, str]:
     """What of the device changes compiled code: the GPU's name and compute capability, or the CPU's."""
     import torch
 
-    from src.envinfo import cpu_model
+    from src.shared.envinfo import cpu_model
 
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

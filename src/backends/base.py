@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from src.registry import NoOptions, Registry, parse_options
-from src.spec import PRECISIONS
+from src.shared.registry import NoOptions, Registry, parse_options
+from src.shared.spec import PRECISIONS
 
 if TYPE_CHECKING:
     import torch
 
-    from src.spec import JobSpec, ModelSpec
+    from src.shared.spec import JobSpec, ModelConfig
 
 BACKENDS: Registry[type[Backend]] = Registry("backend", "src.backends")
 
@@ -23,7 +25,7 @@ class Backend(ABC):
 
     Lifecycle in the measuring child: `unavailable` and `supports` -> `prepare` (timed as the build) -> the
     returned callable is timed -> `finish` (what the timed loop changed) -> `export` writes the artifact it
-    built (if any) for MLflow.
+    built (if any) for MLflow -> `close`, always, however far the job got (removes `scratch()` folders).
 
     What a backend can run is declared up front (`precisions`, `channels_last`, `tf32`) and checked when the
     config is validated, before any model is built; what depends on the device is `supports`' answer.
@@ -34,11 +36,12 @@ class Backend(ABC):
     tf32: ClassVar[bool] = True  # False: the backend ignores PyTorch's TF32 switches (tf32 must stay default)
     Options: ClassVar[type] = NoOptions
 
-    def __init__(self, options: Any, job: JobSpec | None = None) -> None:
+    def __init__(self, options: Any, job: JobSpec) -> None:
         self.options = options
         self.job = job  # the whole job, for backends whose artifacts depend on more than the model
         self.tags: dict[str, str] = {}  # what the backend decided while preparing (logged as tags)
         self.metrics: dict[str, float] = {}  # what preparing measured beyond the build time
+        self._scratch: list[Path] = []
 
     @classmethod
     def parse_options(cls, name: str, options: dict[str, Any]) -> Any:
@@ -54,7 +57,7 @@ class Backend(ABC):
         """What is missing for this backend here (a package, a CUDA device): the job ends `unavailable`."""
         return None
 
-    def supports(self, model: ModelSpec, device: torch.device) -> str | None:
+    def supports(self, model: ModelConfig, device: torch.device) -> str | None:
         """Why this backend cannot run this model on this device (the job ends `unsupported`), or None."""
         return None
 
@@ -69,3 +72,15 @@ class Backend(ABC):
     def export(self, out_dir: Path) -> list[Path]:
         """Write the artifact the backend built (engine, program, ...) into out_dir; return the files."""
         return []
+
+    def scratch(self) -> Path:
+        """A temporary folder for what the backend builds; removed by `close`, whatever happens."""
+        folder = Path(tempfile.mkdtemp(prefix=f"bench-{type(self).__name__.lower()}-"))
+        self._scratch.append(folder)
+        return folder
+
+    def close(self) -> None:
+        """Remove the scratch folders (the child calls this after `export`, or after a failure)."""
+        for folder in self._scratch:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._scratch.clear()

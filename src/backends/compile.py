@@ -2,16 +2,16 @@
 
 Before compiling, the model is called once eagerly, as Ultralytics' exporter does: state a model caches on
 its first call (YOLO's anchors, computed with `.item()` on the strides) is then in place instead of traced,
-where it would break the graph (YOLOv5u: 5 graph breaks, 25 graphs, Dynamo's recompile limit hit, layers
-left eager). The compile happens on the first calls, so `prepare` makes them (under
-`torch.inference_mode()`, as the timed loop runs) and the build time is the compile. Dynamo's counters
+where it would break the graph (docs/backends.md, "Fast paths", says what that did to YOLOv5u). The compile
+happens on the first calls, so `prepare` makes them (under `torch.inference_mode()`, as the timed loop
+runs) and the build time is the compile. Dynamo's counters
 then give the graphs made, the graph breaks (above zero: a warning and a tag, since "compiled" is then
 partly eager) and any recompilation during the timed loop. Inductor's caches are persistent
 (src/backends/inductor.py); the run records whether they were hit.
 
 `reduce-overhead` adds CUDA graphs (Inductor's cudagraph trees), which record during the first calls:
-`warm_calls` covers them. `max-autotune` benchmarks kernel choices on the device and takes many minutes
-for DenseNet201; its results are cached like the rest.
+`warm_calls` covers them. `max-autotune` benchmarks kernel choices on the device (long builds); its results
+are cached like the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from src.backends.base import BACKENDS, Backend
 from src.backends.inductor import cache_counts, cache_state, use_persistent_caches
-from src.errors import ConfigError
+from src.shared.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch

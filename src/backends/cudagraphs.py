@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from src.backends.base import BACKENDS, Backend
-from src.errors import ConfigError
+from src.shared.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-    from src.spec import ModelSpec
+    from src.shared.spec import ModelConfig
 
 
 @BACKENDS.register("cudagraphs")
@@ -31,7 +31,7 @@ class CudaGraphs(Backend):
             if self.warmup_calls < 1:
                 raise ConfigError(f"backend 'cudagraphs': warmup_calls must be >= 1, got {self.warmup_calls}")
 
-    def supports(self, model: ModelSpec, device: torch.device) -> str | None:
+    def supports(self, model: ModelConfig, device: torch.device) -> str | None:
         if device.type != "cuda":
             return f"CUDA graphs need a CUDA GPU; this job runs on {device}"
         return None

@@ -1,6 +1,6 @@
 """What the Inductor-based backends (`compile`, `aotinductor`) share: persistent caches and their counters.
 
-Inductor compiles are expensive (minutes for DenseNet201), so its caches (FX graphs, AOT-autograd
+Inductor compiles are expensive, so its caches (FX graphs, AOT-autograd
 artifacts, autotuning results, Triton kernels) live in one folder shared by every job of a sweep and by later
 sweeps: `<cache root>/inductor` (the root is `backend.options.cache_dir`, else $BENCH_CACHE_DIR, else
 ~/.cache/gpu-inference-bench). Each job is a fresh process, so setting the environment before the first
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from src.engine_cache import cache_root
+from src.backends.engine_cache import cache_root
 
 CACHE_COUNTERS = {
     "fxgraph_cache_hit": ("inductor", "fxgraph_cache_hit"),

@@ -13,7 +13,6 @@ no host copy is timed and the CUDA events see the provider's kernels. The `.onnx
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,14 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.backends.base import BACKENDS, Backend
+from src.backends.engine_cache import cache_root
 from src.backends.exporting import export_program
-from src.engine_cache import cache_root
-from src.errors import ConfigError, Unavailable
+from src.shared.errors import ConfigError, Unavailable
 
 if TYPE_CHECKING:
     import torch
 
-    from src.spec import ModelSpec
+    from src.shared.spec import ModelConfig
 
 PROVIDERS = ("auto", "tensorrt", "cuda", "cpu")
 NAMES = {
@@ -78,7 +77,7 @@ class OnnxRuntime(Backend):
         except Exception as exc:
             return f"onnxruntime/onnxscript cannot be imported ({type(exc).__name__}: {exc}); {INSTALL_HINT}"
         try:
-            self.provider = self._choose(device, onnxruntime.get_available_providers())
+            self._choose(device, onnxruntime.get_available_providers())
         except Unavailable as exc:
             return str(exc)
         return None
@@ -100,26 +99,26 @@ class OnnxRuntime(Backend):
             f"this onnxruntime has no {wanted} (it has {', '.join(available)}); install onnxruntime-gpu"
         )
 
-    def supports(self, model: ModelSpec, device: torch.device) -> str | None:
-        if device.type != "cuda" and self.job is not None and self.job.precision != "fp32":
+    def supports(self, model: ModelConfig, device: torch.device) -> str | None:
+        if device.type != "cuda" and self.job.precision != "fp32":
             return f"onnxruntime's CPU provider runs these models at fp32 only, not {self.job.precision}"
         return None
 
-    def _provider_options(self, device: torch.device) -> dict[str, Any]:
+    def _provider_options(self, provider: str, device: torch.device) -> dict[str, Any]:
         import torch
 
-        if self.provider == NAMES["cpu"]:
+        if provider == NAMES["cpu"]:
             return {}
         options: dict[str, Any] = {"device_id": device.index or 0}
         stream = str(torch.cuda.current_stream(device).cuda_stream)
-        if self.provider == NAMES["cuda"]:
+        if provider == NAMES["cuda"]:
             options.update(user_compute_stream=stream, cudnn_conv_use_max_workspace="1")
-            if self.job is not None and self.job.tf32 is False:
+            if self.job.tf32 is False:
                 options["use_tf32"] = "0"
         else:
             folder = cache_root(self.options.cache_dir) / "onnxruntime-tensorrt"
             folder.mkdir(parents=True, exist_ok=True)
-            fp16 = self.job is not None and self.job.precision == "fp16"
+            fp16 = self.job.precision == "fp16"
             options.update(
                 user_compute_stream=stream,
                 trt_fp16_enable=str(fp16),
@@ -132,9 +131,9 @@ class OnnxRuntime(Backend):
         import onnxruntime as ort
         import torch
 
+        provider = self._choose(example.device, ort.get_available_providers())
         program, self.metrics["export_s"] = export_program(model, example)
-        self._scratch = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
-        self._onnx = self._scratch / "model.onnx"
+        self._onnx = self.scratch() / "model.onnx"
         start = time.perf_counter()
         onnx_program = torch.onnx.export(
             program,
@@ -154,23 +153,21 @@ class OnnxRuntime(Backend):
         session = ort.InferenceSession(
             str(self._onnx),
             so,
-            providers=[self.provider],
-            provider_options=[self._provider_options(example.device)],
+            providers=[provider],
+            provider_options=[self._provider_options(provider, example.device)],
         )
         self.metrics["session_create_s"] = time.perf_counter() - start
         used = session.get_providers()[0]
-        if used != self.provider:
+        if used != provider:
             raise Unavailable(
-                f"onnxruntime came up on {used}, not {self.provider} (a missing CUDA/cuDNN library?)"
+                f"onnxruntime came up on {used}, not {provider} (a missing CUDA/cuDNN library?)"
             )
         self.tags.update(onnxruntime_provider=used, onnx_opset=str(opset))
         return _bound_call(session, example)
 
     def export(self, out_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = Path(shutil.copy(self._onnx, out_dir / self._onnx.name))
-        shutil.rmtree(self._scratch, ignore_errors=True)
-        return [path]
+        return [Path(shutil.copy(self._onnx, out_dir / self._onnx.name))]
 
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64"}

@@ -1,5 +1,5 @@
 """TensorRT through torch-tensorrt's dynamo path: `torch.export` at the job's exact input, then
-`torch_tensorrt.dynamo.compile`, with engines cached across sweeps (src/engine_cache.py).
+`torch_tensorrt.dynamo.compile`, with engines cached across sweeps (src/backends/engine_cache.py).
 
 Precision: the job's model and input already have the job's dtype (`place`). torch-tensorrt 2.10 made
 explicit typing the default (the engine follows the graph's dtypes, and `enabled_precisions={torch.half}`
@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import operator
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.backends.base import BACKENDS, Backend
+from src.backends.engine_cache import EngineCache, cache_key, cache_root, key_inputs
 from src.backends.exporting import export_program
-from src.engine_cache import EngineCache, cache_key, cache_root, key_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -77,7 +76,7 @@ class TensorRT(Backend):
         optimization_level: int | None = None  # TensorRT builder level 0-5; None: TensorRT's default (3)
         workspace_gib: float | None = None  # None: TensorRT's default (the device's memory)
         require_full_compilation: bool = False
-        cache: bool = True  # reuse an engine built for an identical job (src/engine_cache.py)
+        cache: bool = True  # reuse an engine built for an identical job (src/backends/engine_cache.py)
         cache_dir: str | None = None  # None: $BENCH_CACHE_DIR, else ~/.cache/gpu-inference-bench
 
     @classmethod
@@ -151,7 +150,6 @@ class TensorRT(Backend):
             self._files = self._save(module, example, torch_tensorrt)
             if cache is not None:
                 entry = cache.store(key, {p.name: p for p in self._files}, meta)
-                shutil.rmtree(self._files[0].parent, ignore_errors=True)
                 self._files = [p for p in entry.iterdir() if p.name != "meta.json"]
             state = "miss" if cache is not None else "off"
             self.metrics["engine_build_s"] = meta["engine_build_s"]
@@ -173,7 +171,7 @@ class TensorRT(Backend):
 
     def _save(self, module: Any, example: torch.Tensor, torch_tensorrt: Any) -> list[Path]:
         """The torch-tensorrt program (exported-program format) and each engine's serialized bytes."""
-        scratch = Path(tempfile.mkdtemp(prefix="bench-tensorrt-"))
+        scratch = self.scratch()  # removed by close(), cached or not
         path = scratch / "program.ep"
         torch_tensorrt.save(module, str(path), output_format="exported_program", arg_inputs=[example])
         files = [scratch / "program.ep"]

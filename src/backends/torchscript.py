@@ -2,11 +2,10 @@
 
 Fuser: TorchScript's profiling executor optimises the graph on its second call and, on a GPU, hands
 element-wise regions to the TensorExpr (NNC) fuser. NNC's GPU code for `aten::cat` is a chain of nested
-if-then-else, one level per input, and its simplifier is super-linear in that depth: DenseNet201 concatenates
-up to 49 feature maps, and its second call spent minutes in `tensorexpr::IRSimplifier` on an H200 (native
-stacks in `scripts/torchscript_probe.py`'s output). `fuser: auto` therefore turns NNC off for graphs holding
-a `cat` of more than `MAX_NNC_CAT_INPUTS` inputs on a GPU, and leaves PyTorch's default (on) elsewhere.
-The choice and its reason are logged as tags.
+if-then-else, one level per input, and its simplifier is super-linear in that depth, which stalls on
+DenseNet201's wide concatenations (the investigation: docs/backends.md, "TorchScript"). `fuser: auto`
+therefore turns NNC off for graphs holding a `cat` of more than `MAX_NNC_CAT_INPUTS` inputs on a GPU, and
+leaves PyTorch's default (on) elsewhere. The choice and its reason are logged as tags.
 
 The trace checker (`check_trace`) is off by default: it re-traces and re-runs the model to compare, which
 costs a second trace; output parity against eager is the cheaper, stricter check.
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.backends.base import BACKENDS, Backend
-from src.errors import ConfigError, Unsupported
+from src.shared.errors import ConfigError, Unsupported
 
 if TYPE_CHECKING:
     import torch

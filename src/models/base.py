@@ -6,13 +6,13 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from src.errors import ConfigError
-from src.registry import NoOptions, Registry, parse_options
+from src.shared.errors import ConfigError
+from src.shared.registry import NoOptions, Registry, parse_options
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from src.spec import ModelSpec
+    from src.shared.spec import ModelConfig
 
 MODELS: Registry[type[ModelDef]] = Registry("model", "src.models")
 
@@ -25,6 +25,7 @@ class ModelDef(ABC):
     """
 
     task: ClassVar[str]
+    task_title: ClassVar[str | None] = None  # the task as the report names it; None: task, capitalised
     variants: ClassVar[tuple[str, ...] | None] = None  # None: any variant `check_variant` accepts
     Options: ClassVar[type] = NoOptions
 
@@ -44,7 +45,7 @@ class ModelDef(ABC):
         """Why this per-sample input shape cannot be taken, or None."""
 
     @classmethod
-    def check(cls, spec: ModelSpec) -> None:
+    def check(cls, spec: ModelConfig) -> None:
         """Refuse a spec this model cannot take, with a message naming what is allowed."""
         options = cls.parse_options(spec.name, spec.options)
         problems = [cls.check_variant(spec.variant)]
@@ -60,7 +61,7 @@ class ModelDef(ABC):
 
     @classmethod
     @abstractmethod
-    def build(cls, spec: ModelSpec) -> nn.Module:
+    def build(cls, spec: ModelConfig) -> nn.Module:
         """The model in eval mode on the CPU, in float32; weights from `spec.weights` or random."""
 
 

@@ -10,7 +10,7 @@ from src.models.base import MODELS, ModelDef, image_shape_problem, load_state_di
 if TYPE_CHECKING:
     from torch import nn
 
-    from src.spec import ModelSpec
+    from src.shared.spec import ModelConfig
 
 
 @MODELS.register("densenet")
@@ -28,7 +28,7 @@ class DenseNet(ModelDef):
         return image_shape_problem(shape, channels=3, multiple=1, minimum=32)
 
     @classmethod
-    def build(cls, spec: ModelSpec) -> nn.Module:
+    def build(cls, spec: ModelConfig) -> nn.Module:
         import torchvision
 
         options = cls.parse_options(spec.name, spec.options)

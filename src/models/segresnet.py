@@ -10,7 +10,7 @@ from src.models.base import MODELS, ModelDef, load_state_dict
 if TYPE_CHECKING:
     from torch import nn
 
-    from src.spec import ModelSpec
+    from src.shared.spec import ModelConfig
 
 
 @MODELS.register("segresnet")
@@ -41,7 +41,7 @@ class SegResNet(ModelDef):
         return None
 
     @classmethod
-    def build(cls, spec: ModelSpec) -> nn.Module:
+    def build(cls, spec: ModelConfig) -> nn.Module:
         from monai.networks.nets import SegResNet as MonaiSegResNet
 
         o = cls.parse_options(spec.name, spec.options)

@@ -21,7 +21,7 @@ from src.models.base import MODELS, ModelDef, image_shape_problem
 if TYPE_CHECKING:
     from torch import nn
 
-    from src.spec import ModelSpec
+    from src.shared.spec import ModelConfig
 
 _OTHER_TASKS = ("-cls", "-seg", "-pose", "-obb", "-world", "yoloe", "rtdetr", "-sem", "-depth")
 
@@ -54,6 +54,7 @@ def _unscaled(variant: str) -> str:
 @MODELS.register("yolo")
 class Yolo(ModelDef):
     task = "detection"
+    task_title = "Object detection"
 
     @dataclass(frozen=True)
     class Options:
@@ -81,7 +82,7 @@ class Yolo(ModelDef):
         return image_shape_problem(shape, channels=3, multiple=32, minimum=32)  # stride 32
 
     @classmethod
-    def build(cls, spec: ModelSpec) -> nn.Module:
+    def build(cls, spec: ModelConfig) -> nn.Module:
         ultralytics_offline()
         from ultralytics.nn.tasks import DetectionModel, load_checkpoint
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src import nvml
+from src.shared import nvml
+from src.shared.results import TraceSummary
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +101,17 @@ def summarize(trace: Trace, t0: float | None, t1: float | None, own_pids: set[in
         tags["trace_status"] = "no samples inside the timed window"
         return {}, tags
     series = {k: [s.values[k] for s in window] for k in TRACE_SERIES}
-    metrics = {
-        "trace_samples": float(len(window)),
-        "power_peak_w": max(series["power_w"]),
-        "power_trace_mean_w": statistics.fmean(series["power_w"]),
-        "gpu_util_mean_pct": statistics.fmean(series["gpu_util_pct"]),
-        "sm_clock_mean_mhz": statistics.fmean(series["sm_clock_mhz"]),
-        "sm_clock_min_mhz": min(series["sm_clock_mhz"]),
-        "mem_clock_mean_mhz": statistics.fmean(series["mem_clock_mhz"]),
-        "temperature_max_c": max(series["temperature_c"]),
-        "mem_used_max_mib": max(series["mem_used_mib"]),
-    }
+    summary = TraceSummary(
+        trace_samples=float(len(window)),
+        power_peak_w=max(series["power_w"]),
+        power_trace_mean_w=statistics.fmean(series["power_w"]),
+        gpu_util_mean_pct=statistics.fmean(series["gpu_util_pct"]),
+        sm_clock_mean_mhz=statistics.fmean(series["sm_clock_mhz"]),
+        sm_clock_min_mhz=min(series["sm_clock_mhz"]),
+        mem_clock_mean_mhz=statistics.fmean(series["mem_clock_mhz"]),
+        temperature_max_c=max(series["temperature_c"]),
+        mem_used_max_mib=max(series["mem_used_mib"]),
+    )
     mask = 0
     others: dict[int, float] = {}
     for s in window:
@@ -127,7 +128,7 @@ def summarize(trace: Trace, t0: float | None, t1: float | None, own_pids: set[in
         )
     if others:
         log.warning("other processes used the GPU during the timed window: %s", tags["other_gpu_processes"])
-    return metrics, tags
+    return summary.metrics(), tags
 
 
 def write_csv(trace: Trace, path: Path, t0: float | None, t1: float | None) -> None:

@@ -1,102 +1,32 @@
-"""One fresh child process per job, and the file protocol between it and the Hydra job that launched it.
-
-The child (`python -m src.worker JOB_DIR LAUNCHER_PID`) appends JSON lines to `JOB_DIR/progress.jsonl` as
-it goes (phase entered, params, tags, metrics, and finally a status line), flushing each, so whatever was
-measured survives a hang, a crash or a kill. The parent waits with a timeout, kills the child's whole
-process group when it runs over (the child ends its group itself if the launcher dies first), and turns
-what the file holds (or the exit code and the tail of the child's log, when no status line came) into
-exactly one `JobResult`.
+"""One fresh child process per job (`python -m src.worker JOB_DIR LAUNCHER_PID`), watched from the Hydra
+process: wait with the job's timeout, kill the child's whole process group when it runs over (the child ends
+its group itself if the launcher dies first), and turn what the progress file holds (`src/shared/progress.py`)
+or, when no status line came, the exit code and the tail of the child's log, into exactly one `JobResult`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from src import PROJECT_ROOT
-from src.errors import Status
-from src.spec import JobSpec
+from src.shared.errors import Status
+from src.shared.progress import CHILD_LOG, PROGRESS, SPEC, read_progress
+from src.shared.results import JobResult
+from src.shared.spec import JobSpec
 
-PROGRESS = "progress.jsonl"
-CHILD_LOG = "child.log"
-ARTIFACTS = "artifacts"
 KILL_GRACE_S = 5.0
 LOG_TAIL_CHARS = 3000
-
-
-@dataclass
-class JobResult:
-    status: Status
-    reason: str = ""
-    phase: str = ""  # the last phase the child entered
-    metrics: dict[str, float] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    exit_code: int | None = None
-    wall_s: float = 0.0
-    pid: int | None = None  # the measuring child's
-
-
-class ProgressWriter:
-    """Child side: append-only, flushed JSON lines."""
-
-    def __init__(self, path: Path) -> None:
-        self._file = path.open("a", encoding="utf-8")
-
-    def _write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-
-    def phase(self, name: str) -> None:
-        self._write({"phase": name})
-
-    def params(self, values: dict[str, Any]) -> None:
-        self._write({"params": {k: str(v) for k, v in values.items()}})
-
-    def tags(self, values: dict[str, Any]) -> None:
-        self._write({"tags": {k: str(v) for k, v in values.items()}})
-
-    def metrics(self, values: dict[str, float]) -> None:
-        self._write({"metrics": {k: float(v) for k, v in values.items()}})
-
-    def metrics_and_tags(self, metrics: dict[str, float], tags: dict[str, Any]) -> None:
-        self.metrics(metrics)
-        self.tags(tags)
-
-    def status(self, status: Status, reason: str = "") -> None:
-        self._write({"status": status.value, "reason": reason})
-
-
-def read_progress(path: Path) -> tuple[JobResult, bool]:
-    """Parent side: fold the child's records into a result; the flag says whether a status line came."""
-    result = JobResult(status=Status.FAILED)
-    reported = False
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-        result.phase = record.get("phase", result.phase)
-        result.params.update(record.get("params", {}))
-        result.tags.update(record.get("tags", {}))
-        result.metrics.update(record.get("metrics", {}))
-        if "status" in record:
-            result.status, result.reason, reported = Status(record["status"]), record.get("reason", ""), True
-    return result, reported
 
 
 def run_in_child(spec: JobSpec, job_dir: Path) -> JobResult:
     """Run one job in a fresh interpreter; never raises for anything the child does."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / "spec.json").write_text(spec.to_json(), encoding="utf-8")
+    (job_dir / SPEC).write_text(spec.to_json(), encoding="utf-8")
     progress = job_dir / PROGRESS
     progress.unlink(missing_ok=True)
     timeout = spec.measure.timeout_s

@@ -1,8 +1,9 @@
 """MLflow: where runs go, one run per job (children of a sweep's parent run), and what each run holds.
 
-Only the Hydra process talks to MLflow; the measuring child never does, so a crash in the child cannot
-lose or corrupt a run. With no tracking URI configured, the store is SQLite inside the project's `mlruns/`
-(MLflow 3.13+ refuses the old file store), with artifacts under `mlruns/artifacts/`.
+Only the Hydra process (and the report and upload commands) talks to MLflow; the measuring child never
+does, so a crash in the child cannot lose or corrupt a run. This module knows result types, not processes.
+With no tracking URI configured, the store is SQLite inside the project's `mlruns/` (MLflow 3.13+ refuses
+the old file store), with artifacts under `mlruns/artifacts/`.
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ import os
 import re
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from src import PROJECT_ROOT
-from src.errors import Status
-from src.isolation import JobResult
-from src.locks import file_lock
+from src.shared.errors import Status
+from src.shared.locks import file_lock
+from src.shared.results import JOB, JobResult
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "inference-bench"
+PARENT_ENV = "BENCH_PARENT_RUN_ID"  # the run that this invocation's job runs hang under
+PARENT_FILE = ".mlflow_parent_run_id"  # the same, in the sweep folder, for launchers in other processes
 MAX_TAG_CHARS = 7000
 # MLflow's run status for each job status: a measured OOM or an unsupported combination is a finished result.
 RUN_STATUS = {
@@ -108,6 +112,34 @@ def start_run(client, exp_id: str, name: str, parent_run_id: str | None, tags: d
     return run.info.run_id
 
 
+@dataclass(frozen=True)
+class NewRun:
+    """What a job's run is created with."""
+
+    experiment: str | None
+    parent: str | None
+    name: str
+    tags: dict[str, str]
+    params: dict[str, str]
+
+
+def create_job_run(client, new: NewRun) -> str:
+    """Create the job's run (under its parent, in the parent's or the named experiment) and log its params."""
+    exp_id = experiment_id(client, new.experiment, new.parent)
+    run_id = start_run(client, exp_id, new.name, new.parent, new.tags)
+    log_all(client, run_id, params=new.params)
+    return run_id
+
+
+def parent_run_id(sweep_dir: Path | None) -> str | None:
+    """The sweep's parent run: from this process's environment, or the sweep folder (other processes)."""
+    if os.environ.get(PARENT_ENV):
+        return os.environ[PARENT_ENV]
+    if sweep_dir is not None and (sweep_dir / PARENT_FILE).is_file():
+        return (sweep_dir / PARENT_FILE).read_text().strip() or None
+    return None
+
+
 def finish_job_run(
     client,
     run_id: str,
@@ -115,13 +147,7 @@ def finish_job_run(
     artifact_dirs: Iterable[Path],
     steps: list[tuple[str, float, int, int]] = (),
 ) -> None:
-    tags = {**result.tags, "status": result.status.value, "phase": result.phase}
-    if result.reason:
-        tags["reason"] = result.reason
-    if result.exit_code is not None:
-        tags["child_exit_code"] = str(result.exit_code)
-    metrics = {**result.metrics, "job_wall_s": result.wall_s}
-    log_all(client, run_id, params=result.params, metrics=metrics, tags=tags)
+    log_all(client, run_id, params=result.params, metrics=result.run_metrics(), tags=result.run_tags())
     log_steps(client, run_id, steps)
     for directory in artifact_dirs:
         if directory.is_dir() and any(directory.iterdir()):
@@ -153,7 +179,7 @@ def close_interrupted(client, parent_run_id: str) -> int:
     launcher's workers are killed with a stopped sweep before their jobs can record it themselves."""
     stale = [r for r in children(client, parent_run_id) if r.info.status == "RUNNING"]
     for run in stale:
-        log_all(client, run.info.run_id, tags={"status": Status.FAILED.value, "reason": INTERRUPTED})
+        log_all(client, run.info.run_id, tags={JOB.status: Status.FAILED.value, JOB.reason: INTERRUPTED})
         client.set_terminated(run.info.run_id, RUN_STATUS[Status.FAILED])
     return len(stale)
 

@@ -15,11 +15,10 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from src.spec import JobSpec
+from src.shared.spec import JobSpec
 
 
 def cache_root(configured: str | None) -> Path:
@@ -40,7 +39,7 @@ def file_digest(path: str) -> str:
 def key_inputs(
     job: JobSpec, device: dict[str, str], versions: dict[str, str], settings: dict[str, Any]
 ) -> dict:
-    model = asdict(job.model)
+    model = job.model.identity()
     model["input_shape"] = list(job.model.input_shape)
     model["weights"] = f"sha256:{file_digest(job.model.weights)}" if job.model.weights else None
     return {

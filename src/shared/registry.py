@@ -13,7 +13,7 @@ import pkgutil
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from src.errors import ConfigError
+from src.shared.errors import ConfigError
 
 T = TypeVar("T")
 

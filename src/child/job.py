@@ -1,6 +1,7 @@
 """What the measuring child does for one job: build, place, prepare, time, export.
 
-Runs in a fresh process (see `src.isolation`); reports through a `ProgressWriter` as it goes.
+Runs in a fresh process (`src/worker.py`, launched by `src/parent/launch.py`); reports through a
+`ProgressWriter` (`src/shared/progress.py`) as it goes.
 """
 
 from __future__ import annotations
@@ -9,43 +10,44 @@ import csv
 import re
 import resource
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from src import energy, parity
 from src.backends import BACKENDS, Backend
-from src.envinfo import device_tags
-from src.errors import Unavailable, Unsupported, is_out_of_memory
-from src.isolation import ARTIFACTS, ProgressWriter
-from src.measure import LoopSettings, summarize, synchronize, time_single_call_ms, timed_loop
+from src.child import energy, parity
+from src.child.measure import summarize, synchronize, time_single_call_ms, timed_loop
 from src.models import MODELS, ModelDef
-from src.registry import load_plugins
-from src.spec import GpuSpec, JobSpec
+from src.shared.envinfo import device_tags
+from src.shared.errors import Unavailable, Unsupported, is_out_of_memory
+from src.shared.progress import ARTIFACTS, ProgressWriter
+from src.shared.registry import load_plugins
+from src.shared.results import JOB
+from src.shared.spec import GpuConfig, JobSpec
 
 if TYPE_CHECKING:
     import torch
 
 
-def resolve_device(gpu: str) -> torch.device:
-    """`auto`: the first CUDA GPU, else the CPU; `cpu`; or a CUDA index that must exist."""
+def resolve_device(gpu: GpuConfig | str) -> torch.device:
+    """`auto`: the first CUDA GPU, else the CPU; `cpu`; or a CUDA index that must exist. A string is a
+    `gpu.index` value (parsed by `GpuConfig`)."""
     import torch
 
+    gpu = GpuConfig(index=gpu) if isinstance(gpu, str) else gpu
+
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if gpu == "cpu" or (gpu == "auto" and count == 0):
+    if gpu.position is None or (gpu.cpu_fallback and count == 0):
         return torch.device("cpu")
-    if gpu == "auto":
-        return torch.device("cuda", 0)
-    index = int(gpu)
-    if index >= count:
+    if gpu.position >= count:
         visible = f"indices 0..{count - 1}" if count else "none; use gpu=cpu or gpu=auto"
-        raise Unavailable(f"GPU {index} was asked for but this host has {count} CUDA device(s) ({visible})")
-    return torch.device("cuda", index)
+        raise Unavailable(
+            f"GPU {gpu.position} was asked for but this host has {count} CUDA device(s) ({visible})"
+        )
+    return torch.device("cuda", gpu.position)
 
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
-def check_preset(gpu: GpuSpec, device: torch.device, name: str) -> None:
+def check_preset(gpu: GpuConfig, device: torch.device, name: str) -> None:
     """A card preset (gpu=l4, ...) only applies to such a card: anything else would mislabel the figures."""
     if gpu.match and (device.type != "cuda" or not re.search(gpu.match, name)):
         raise Unavailable(
@@ -62,9 +64,9 @@ def configure_torch(spec: JobSpec, device: torch.device) -> dict[str, str]:
         # graph capture, a stream made without a device) then uses it, not GPU 0
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = spec.measure.cudnn_benchmark
-        if spec.tf32 is not None:
-            torch.backends.cudnn.allow_tf32 = spec.tf32
-            torch.backends.cuda.matmul.allow_tf32 = spec.tf32
+        if spec.numerics.tf32 is not None:
+            torch.backends.cudnn.allow_tf32 = spec.numerics.tf32
+            torch.backends.cuda.matmul.allow_tf32 = spec.numerics.tf32
     return {
         "cudnn_benchmark": str(torch.backends.cudnn.benchmark).lower(),
         "cudnn_allow_tf32": str(torch.backends.cudnn.allow_tf32).lower(),
@@ -83,7 +85,7 @@ def make_input(spec: JobSpec, device: torch.device) -> torch.Tensor:
 def _dtype(spec: JobSpec) -> torch.dtype:
     import torch
 
-    return getattr(torch, DTYPES[spec.precision])
+    return getattr(torch, spec.numerics.dtype_name)
 
 
 def place(
@@ -134,21 +136,20 @@ def _check_parity(
 ) -> None:
     """A failed comparison marks the job (`parity=fail`/`error`); its timing is kept either way."""
     try:
-        result = parity.compare(output, ref, parity.arithmetic(spec.precision, spec.tf32, device.type))
+        result = parity.compare(output, ref, spec.numerics.arithmetic(device.type))
     except Exception as exc:
         progress.tags({"parity": "error", "parity_error": f"{type(exc).__name__}: {exc}"[:500]})
         return
-    progress.metrics(result.metrics())
-    progress.tags(result.tags())
+    progress.result(result)
 
 
 def memory_metrics(device: torch.device) -> dict[str, float]:
-    metrics = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # KiB on Linux
+    metrics = {JOB.peak_rss_mib: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # KiB on Linux
     if device.type == "cuda":
         import torch
 
-        metrics["peak_mem_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-        metrics["peak_mem_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
+        metrics[JOB.peak_mem_allocated_mib] = torch.cuda.max_memory_allocated(device) / 2**20
+        metrics[JOB.peak_mem_reserved_mib] = torch.cuda.max_memory_reserved(device) / 2**20
     return metrics
 
 
@@ -160,11 +161,11 @@ def execute(spec: JobSpec, job_dir: Path, progress: ProgressWriter) -> None:
     backend = backend_cls(backend_cls.parse_options(spec.backend.name, spec.backend.options), spec)
     import torch
 
-    device = resolve_device(spec.gpu.index)
-    progress.params({"device": str(device)})
+    device = resolve_device(spec.gpu)
+    progress.params({JOB.device: str(device)})
     tags = device_tags(device)
-    progress.tags({**tags, "backend_version": backend_cls.version(), "task": model_def.task})
-    check_preset(spec.gpu, device, tags["gpu_name"])
+    progress.tags({**tags, "backend_version": backend_cls.version(), JOB.task: model_def.task})
+    check_preset(spec.gpu, device, tags[JOB.gpu_name])
     missing = backend.unavailable(device)
     if missing:
         raise Unavailable(missing)
@@ -177,6 +178,7 @@ def execute(spec: JobSpec, job_dir: Path, progress: ProgressWriter) -> None:
     try:
         _build_and_measure(spec, model_def, backend, device, job_dir / ARTIFACTS, progress)
     finally:
+        backend.close()  # its scratch folders go, whether or not it got as far as exporting
         progress.metrics(memory_metrics(device))
 
 
@@ -199,27 +201,27 @@ def _build_and_measure(
     load_s = time.perf_counter() - start
     start = time.perf_counter()
     ref = _parity_reference(model, spec, device, progress)
-    progress.metrics({"parity_reference_s": time.perf_counter() - start})
+    progress.metrics({JOB.parity_reference_s: time.perf_counter() - start})
     start = time.perf_counter()
     model, x = place(model, spec, device)
     synchronize(device)
-    progress.metrics({"model_load_s": load_s + time.perf_counter() - start})
+    progress.metrics({JOB.model_load_s: load_s + time.perf_counter() - start})
 
     progress.phase("compile")
     start = time.perf_counter()
     fn = backend.prepare(model, x)
     synchronize(device)
-    progress.metrics({**backend.metrics, "build_time_s": time.perf_counter() - start})
+    progress.metrics({**backend.metrics, JOB.build_time_s: time.perf_counter() - start})
     progress.tags(backend.tags)
 
-    meter, no_meter = energy.open_meter(device.type, spec.gpu.index)
+    meter, no_meter = energy.open_meter(device.type, device.index if device.type == "cuda" else None)
     m = spec.measure
     min_window = max(m.min_duration_s, spec.telemetry.energy_min_window_s if meter else 0.0)
     with torch.inference_mode():
         progress.phase("first_call")
-        progress.metrics({"first_call_ms": time_single_call_ms(fn, x, device)})
+        progress.metrics({JOB.first_call_ms: time_single_call_ms(fn, x, device)})
         progress.phase("measure")
-        loop = LoopSettings(m.warmup_iters, m.min_iters, min_window)
+        loop = replace(m, min_duration_s=min_window)
         timing = timed_loop(fn, x, device, loop, edge=energy.edge_reader(meter))
         if ref is not None:
             _check_parity(fn(x), ref, spec, device, progress)
@@ -229,11 +231,10 @@ def _build_and_measure(
         writer.writerow(["iteration", "latency_ms"])
         writer.writerows(enumerate(timing.latencies_ms))
     stats = summarize(timing, spec.batch_size)
-    start, end = timing.edges
-    progress.metrics({**stats.to_dict(), "window_start_unix": start.t_unix, "window_end_unix": end.t_unix})
+    progress.result(stats)
     images = stats.iterations * spec.batch_size
-    progress.metrics_and_tags(*energy.window_metrics(meter, timing.edges, timing.window_s, images, no_meter))
-    progress.metrics_and_tags(*energy.nameplate_efficiency(spec.gpu, meter, stats.throughput_img_s))
+    progress.result(energy.energy_window(meter, timing.edges, timing.window_s, images, no_meter))
+    progress.result(energy.nameplate(spec.gpu, meter, stats.throughput_img_s))
 
     backend.finish()
     progress.metrics(backend.metrics)
@@ -242,5 +243,5 @@ def _build_and_measure(
     progress.phase("export")
     files = backend.export(out / "engine")
     if files:
-        progress.metrics({"artifact_size_mib": sum(f.stat().st_size for f in files) / 2**20})
-        progress.tags({"artifact_files": ",".join(f.name for f in files)})
+        progress.metrics({JOB.artifact_size_mib: sum(f.stat().st_size for f in files) / 2**20})
+        progress.tags({JOB.artifact_files: ",".join(f.name for f in files)})

@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from src.shared.results import LatencyStats
+from src.shared.spec import MeasureConfig
 
 if TYPE_CHECKING:
     import torch
 
 
-@dataclass(frozen=True)
-class LoopSettings:
-    warmup_iters: int
-    min_iters: int
-    min_duration_s: float
+LoopSettings = MeasureConfig  # the loop reads the measure section: warmup_iters, min_iters, min_duration_s
 
 
 @dataclass(frozen=True)
@@ -33,24 +32,6 @@ class Timing:
     latencies_ms: list[float]  # one per timed iteration, device time
     window_s: float  # wall time of the timed window, synchronised at both edges
     edges: tuple[Any, Any] = (None, None)  # what `edge()` read just after each synchronisation
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    throughput_img_s: float
-    latency_mean_ms: float
-    latency_p50_ms: float
-    latency_p90_ms: float
-    latency_p95_ms: float
-    latency_p99_ms: float
-    latency_std_ms: float
-    latency_cov_pct: float  # coefficient of variation, 100 * std / mean
-    iterations: int
-    window_s: float
-    throughput_window_img_s: float  # batch * iterations / window wall time
-
-    def to_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
 
 
 def synchronize(device: torch.device) -> None:

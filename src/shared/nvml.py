@@ -79,12 +79,11 @@ class GpuIdentity:
     power_limit_w: float | None  # NVML's enforced power limit
 
 
-def identify(nv: Any, gpu_index: str) -> GpuIdentity | None:
-    """The NVML device a job's `gpu.index` (auto / cpu / N) runs on, or None (CPU, or no such GPU)."""
-    if gpu_index == "cpu":
+def identify(nv: Any, position: int | None) -> GpuIdentity | None:
+    """The NVML device at CUDA index `position` (`GpuConfig.position`), or None (the CPU, or no such GPU)."""
+    if position is None:
         return None
     visible = visible_indices(nv)
-    position = 0 if gpu_index == "auto" else int(gpu_index)
     if position >= len(visible):
         return None
     index = visible[position]

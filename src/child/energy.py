@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from src.shared.results import EnergyWindow, Nameplate
+
 if TYPE_CHECKING:
-    from src.spec import GpuSpec
+    from src.shared.spec import GpuConfig
 
 NVML_COUNTER_WRAP_MJ = 2**64  # an unsigned 64-bit count of millijoules
 RAPL_ROOT = Path("/sys/class/powercap")
@@ -45,14 +47,14 @@ def counter_delta(start: int, end: int, wrap: int) -> int:
 class NvmlMeter:
     source = "nvml_total_energy"
 
-    def __init__(self, gpu_index: str) -> None:
-        from src import nvml
+    def __init__(self, position: int | None) -> None:
+        from src.shared import nvml
 
         self._nvml = nvml
         self._nv = nvml.init()  # shut down with the process: the meter lives as long as the job
-        identity = nvml.identify(self._nv, gpu_index)
+        identity = nvml.identify(self._nv, position)
         if identity is None:
-            raise nvml.NvmlUnavailable(f"NVML sees no GPU for gpu.index={gpu_index}")
+            raise nvml.NvmlUnavailable(f"NVML sees no GPU at CUDA index {position}")
         self.identity = identity
         self._handle = self._nv.nvmlDeviceGetHandleByIndex(identity.nvml_index)
         self.read()  # fails here, with the reason, on GPUs without the counter (before Volta)
@@ -84,12 +86,12 @@ class RaplMeter:
 
 
 def open_meter(
-    device_type: str, gpu_index: str, rapl_root: Path = RAPL_ROOT
+    device_type: str, position: int | None, rapl_root: Path = RAPL_ROOT
 ) -> tuple[EnergyMeter | None, str]:
     """The meter for this job's device, or None and why there is none."""
     try:
         if device_type == "cuda":
-            return NvmlMeter(gpu_index), ""
+            return NvmlMeter(position), ""
         return RaplMeter(rapl_root), ""
     except Exception as exc:
         where = "GPU energy counter" if device_type == "cuda" else "CPU package energy (RAPL)"
@@ -102,37 +104,43 @@ def edge_reader(meter: EnergyMeter | None):  # -> Callable[[], Edge]
     return lambda: Edge(time.time(), meter.read())
 
 
+def energy_window(
+    meter: EnergyMeter | None, edges: tuple[Edge, Edge], window_s: float, images: int, why_none: str
+) -> EnergyWindow:
+    """The window's energy from the counter at its edges; without a counter (or one that did not advance),
+    the reason."""
+    start, end = edges
+    window = EnergyWindow(images, window_s, start.t_unix, end.t_unix, status=why_none)
+    if meter is None:
+        return window
+    joules = meter.joules(start.counter, end.counter)
+    if joules <= 0:
+        reason = f"unavailable: the {meter.source} counter did not advance over the {window_s:.3f} s window"
+        return replace(window, status=reason, source=meter.source)
+    return replace(window, joules=joules, status="measured", source=meter.source)
+
+
 def window_metrics(
     meter: EnergyMeter | None, edges: tuple[Edge, Edge], window_s: float, images: int, why_none: str
 ) -> tuple[dict[str, float], dict[str, str]]:
     """energy_j, energy_j_per_img, power_mean_w, img_per_j over the window; or none, with the reason."""
-    start, end = edges
-    if meter is None:
-        return {}, {"energy_status": why_none}
-    joules = meter.joules(start.counter, end.counter)
-    if joules <= 0:
-        reason = f"unavailable: the {meter.source} counter did not advance over the {window_s:.3f} s window"
-        return {}, {"energy_status": reason, "energy_source": meter.source}
-    metrics = {
-        "energy_j": joules,
-        "energy_j_per_img": joules / images,
-        "power_mean_w": joules / window_s,
-        "img_per_j": images / joules,
-    }
-    return metrics, {"energy_status": "measured", "energy_source": meter.source}
+    window = energy_window(meter, edges, window_s, images, why_none)
+    energy = {k: v for k, v in window.metrics().items() if not k.startswith("window_")}
+    return energy, window.tags()
 
 
-def nameplate_efficiency(
-    gpu: GpuSpec, meter: EnergyMeter | None, throughput_img_s: float
-) -> tuple[dict, dict]:
+def nameplate(gpu: GpuConfig, meter: EnergyMeter | None, throughput_img_s: float) -> Nameplate:
     """Images/s per nameplate watt, as the study computes it: the preset's rated power, else NVML's
     enforced power limit for the detected card (gpu=auto). Logged beside the measured img_per_j."""
     if gpu.nameplate_w:
-        watts, source = gpu.nameplate_w, f"preset {gpu.name}"
-    elif isinstance(meter, NvmlMeter) and meter.identity.power_limit_w:
-        watts, source = meter.identity.power_limit_w, "nvml enforced power limit"
-    else:
-        return {}, {"nameplate_source": "none: no preset and no NVML power limit (CPU or no NVML)"}
-    return {"nameplate_w": watts, "img_per_s_per_nameplate_w": throughput_img_s / watts}, {
-        "nameplate_source": source
-    }
+        return Nameplate(gpu.nameplate_w, f"preset {gpu.name}", throughput_img_s)
+    if isinstance(meter, NvmlMeter) and meter.identity.power_limit_w:
+        return Nameplate(meter.identity.power_limit_w, "nvml enforced power limit", throughput_img_s)
+    return Nameplate(None, "none: no preset and no NVML power limit (CPU or no NVML)")
+
+
+def nameplate_efficiency(
+    gpu: GpuConfig, meter: EnergyMeter | None, throughput_img_s: float
+) -> tuple[dict, dict]:
+    plate = nameplate(gpu, meter, throughput_img_s)
+    return plate.metrics(), plate.tags()

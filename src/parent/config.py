@@ -1,0 +1,162 @@
+"""The root of Hydra's schema (registered with the ConfigStore as `base_config`) and its validation into a
+`JobSpec`. The sections are the dataclasses of `src/shared/spec.py`, declared once.
+
+YAML in `conf/` is merged onto the schema, so a misspelt key or a wrong type fails at composition;
+`to_spec` then instantiates it with `OmegaConf.to_object`, which runs each section's `__post_init__` and then
+`BenchConfig.__post_init__` for what spans sections (names against the registries, input shapes the model
+can take, backend options, the study batch). Every refusal names what is allowed, and happens before any
+model is built or any MLflow state is written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from src.backends import BACKENDS
+from src.models import MODELS
+from src.shared.errors import ConfigError
+from src.shared.registry import load_plugins
+from src.shared.spec import (
+    BackendConfig,
+    GpuConfig,
+    JobSpec,
+    MeasureConfig,
+    ModelConfig,
+    Precision,
+    TelemetryConfig,
+)
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns/mlflow.db
+    experiment: str | None = (
+        None  # null: the parent run's, else $MLFLOW_EXPERIMENT_NAME, else inference-bench
+    )
+    run_name: str | None = None  # null: <model>-<backend>-<precision>-bs<batch>
+    log_engine: bool = True  # log the compiled artifact (TorchScript file, engine, .pt2, .onnx)
+
+
+@dataclass
+class BenchConfig:
+    model: ModelConfig = MISSING  # conf/model/
+    backend: BackendConfig = MISSING  # conf/backend/
+    precision: Precision = MISSING  # conf/precision/
+    gpu: GpuConfig = MISSING  # conf/gpu/
+    batch_size: int = 32
+    batch_index: int | None = None  # 0, 1, ...: batch_size = model.study_batch_sizes[batch_index]
+    channels_last: bool = False  # model and input in channels-last (2D) / channels-last-3d (3D)
+    smoke: bool = False  # each model's smoke_input_shape (tiny; for CPU checks, not for comparing)
+    force: bool = False  # re-measure jobs that already have an identical finished `ok` run
+    study_column: str | None = None  # set by conf/study/*.yaml: the study's column this job fills (report)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    plugins: list[str] = field(default_factory=list)  # extra modules that register models/backends
+
+    def __post_init__(self) -> None:
+        load_plugins(self.plugins)
+        problems: list[str] = []
+        if self.batch_index is not None:
+            sizes, i = self.model.study_batch_sizes, self.batch_index
+            if not 0 <= i < len(sizes):
+                allowed = (
+                    ", ".join(map(str, range(len(sizes)))) or "none (the model lists no study_batch_sizes)"
+                )
+                raise ConfigError(
+                    f"batch_index {i} picks none of {self.model.name}'s study_batch_sizes; allowed: {allowed}"
+                )
+            self.batch_size = sizes[i]
+        if not isinstance(self.batch_size, int) or self.batch_size <= 0:
+            problems.append(f"batch_size must be a positive integer, got {self.batch_size}")
+        for check in (
+            lambda: MODELS.get(self.model.name).check(self.job_model()),
+            lambda: BACKENDS.get(self.backend.name).parse_options(self.backend.name, self.backend.options),
+        ):
+            try:
+                check()
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def job_model(self) -> ModelConfig:
+        """The model as the job runs it: with smoke=true, its tiny shape is the input shape."""
+        return replace(self.model, input_shape=self.model.smoke_input_shape) if self.smoke else self.model
+
+    def job_spec(self) -> JobSpec:
+        return JobSpec(
+            model=self.job_model(),
+            backend=self.backend,
+            precision=self.precision.name,
+            tf32=self.precision.tf32,
+            batch_size=self.batch_size,
+            gpu=self.gpu,
+            channels_last=self.channels_last,
+            smoke=self.smoke,
+            measure=self.measure,
+            telemetry=self.telemetry,
+            plugins=tuple(self.plugins),
+        )
+
+
+ConfigStore.instance().store(name="base_config", node=BenchConfig)
+
+
+def gpu_count() -> int:
+    """The GPUs CUDA can see (NVML, honouring CUDA_VISIBLE_DEVICES), at least 1: `${gpu_count:}` in
+    conf/hydra/launcher/gpus.yaml runs that many jobs at once."""
+    from src.shared import nvml
+
+    try:
+        with nvml.session() as nv:
+            return max(1, len(nvml.visible_indices(nv)))
+    except nvml.NvmlUnavailable:
+        return 1
+
+
+OmegaConf.register_new_resolver("gpu_count", gpu_count, replace=True)
+
+
+_GPU_INDICES = re.compile(r"^gpu=(\d+(?:,\d+)*)$")
+
+
+def gpu_shorthand(argv: list[str]) -> list[str]:
+    """`gpu=1` / `gpu=0,1` (GPU indices, as nvidia-smi numbers them) mean `gpu.index=...`: Hydra reads a bare
+    number as an integer, which cannot name a config file of the `gpu` group."""
+    return [_GPU_INDICES.sub(r"gpu.index=\1", a) for a in argv]
+
+
+def to_bench_config(cfg: DictConfig) -> BenchConfig:
+    """The composed config as validated dataclasses, or ConfigError naming what is allowed."""
+    own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # Hydra's node needs its runtime
+    own = OmegaConf.to_container(own, resolve=True)
+    typed = OmegaConf.merge(OmegaConf.structured(BenchConfig), own)
+    return OmegaConf.to_object(typed)  # type: ignore[return-value]
+
+
+def to_spec(cfg: DictConfig) -> JobSpec:
+    """Validate a composed config into a JobSpec, or raise ConfigError naming what is allowed."""
+    return to_bench_config(cfg).job_spec()
+
+
+def unsupported_combination(spec: JobSpec) -> str | None:
+    """Why the job's backend, by its own declaration, cannot run this precision/layout, or None.
+
+    A single run asking for such a job is refused as bad input; in a sweep (a grid of backends x settings)
+    the job is recorded as `unsupported` with this reason, without building anything.
+    """
+    cls = BACKENDS.get(spec.backend.name)
+    name = spec.backend.name
+    if spec.precision not in cls.precisions:
+        allowed = ", ".join(cls.precisions)
+        return f"backend '{name}' cannot run precision '{spec.precision}'; allowed: {allowed}"
+    if spec.channels_last and not cls.channels_last:
+        return f"backend '{name}' cannot take a channels-last input; allowed: channels_last=false"
+    if spec.tf32 is not None and not cls.tf32:
+        return f"backend '{name}' does not follow PyTorch's TF32 switches; allowed: precision.tf32=null"
+    return None

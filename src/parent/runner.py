@@ -1,0 +1,263 @@
+"""One job, as the Hydra process sees it: claim its device, open its MLflow run, measure in a child, log
+what came back (or keep it on disk for `src.upload` when the tracking server cannot be reached)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from src import PROJECT_ROOT, upload
+from src.parent import telemetry, tracking
+from src.parent.launch import run_in_child
+from src.shared import nvml
+from src.shared.envinfo import cpu_model, git_info, host_tags, library_versions
+from src.shared.errors import Status
+from src.shared.locks import any_device_lock, device_lock
+from src.shared.progress import ARTIFACTS, CHILD_LOG, SPEC
+from src.shared.results import JOB, LATENCY, EnergyWindow, JobResult
+from src.shared.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+META = "meta"
+
+
+def config_key(spec: JobSpec, gpu: nvml.GpuIdentity | None = None) -> str:
+    """What makes two jobs the same measurement: the whole job (model, variant, shape, backend and its
+    options, precision, layout, batch size, measurement settings), the card it runs on and the library
+    versions. `gpu`: the card the job got (gpu=any), else the one it asks for."""
+    gpu = gpu or identify(spec)
+    device = {"gpu": gpu.name if gpu else None, "cpu": cpu_model()}
+    text = json.dumps(
+        {"job": spec.key_dict(), "device": device, "versions": library_versions()}, sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def already_measured(cfg: DictConfig, key: str, parent: str | None) -> str | None:
+    """The id of a finished `ok` run with this config key (None: measure it; always None with force)."""
+    if cfg.get("force"):
+        return None
+    client = tracking.open_client(tracking.tracking_uri(cfg.tracking.uri))
+    run = tracking.finished_ok(client, tracking.experiment_id(client, cfg.tracking.experiment, parent), key)
+    return run.info.run_id if run else None
+
+
+def finished_run(cfg: DictConfig, spec: JobSpec, key: str, parent: str | None) -> str | None:
+    """`already_measured`, logged; an unreachable tracking server means: measure (the result waits)."""
+    try:
+        done = already_measured(cfg, key, parent)
+    except Exception as exc:
+        log.warning("could not look for an identical finished run (%s: %s)", type(exc).__name__, exc)
+        return None
+    if done:  # resumable sweeps: force=true measures it again
+        log.info("%s: skipped, identical to finished run %s (force=true re-runs it)", spec.label, done)
+    return done
+
+
+def run_job(
+    cfg: DictConfig,
+    spec: JobSpec,
+    job_dir: Path,
+    parent: str | None,
+    refused: str | None = None,
+) -> tuple[JobResult | None, str]:
+    """Measure one job in a child process and leave exactly one MLflow run for it, whatever happens.
+    `refused`: why the backend cannot run this combination; the run records it as `unsupported` (no
+    child, no device lock). Returns (None, id of that run) when an identical job has a finished `ok` run."""
+    if refused:
+        gpu = identify(spec)
+        result = JobResult(Status.UNSUPPORTED, reason=refused)
+        cpu = "none (CPU)" if spec.gpu.cpu_fallback else "(not identified)"
+        result.tags[JOB.gpu_name] = gpu.name if gpu else cpu
+        return _record(cfg, spec, job_dir, parent, config_key(spec, gpu), lambda: (result, None))
+    keys = [config_key(spec)] if not spec.gpu.is_any else candidate_keys(spec)
+    for key in keys:  # resumable sweeps: an identical job already finished ok (force=true re-measures)
+        if done := finished_run(cfg, spec, key, parent):
+            return None, done
+
+    def claim_and_measure() -> tuple[JobResult, telemetry.Trace | None]:
+        with claim_device(spec) as (claimed, gpu, waited):
+            result, trace = measure(claimed, gpu, job_dir)
+        result.metrics[JOB.lock_wait_s] = waited
+        if spec.gpu.is_any:  # known only now: the key names the card the job got, not the host's first
+            result.tags[JOB.config_key] = config_key(claimed, gpu)
+        return result, trace
+
+    return _record(cfg, spec, job_dir, parent, None if spec.gpu.is_any else keys[0], claim_and_measure)
+
+
+def candidate_keys(spec: JobSpec) -> list[str]:
+    """`gpu=any`: the job's key on each card it could get (the CPU where there is none)."""
+    gpus = all_gpus()
+    if not gpus:
+        return [config_key(spec.with_gpu(spec.gpu.claimed(None)))]
+    return [config_key(spec.with_gpu(spec.gpu.claimed(i)), gpu) for i, gpu in enumerate(gpus)]
+
+
+def _record(
+    cfg: DictConfig,
+    spec: JobSpec,
+    job_dir: Path,
+    parent: str | None,
+    key: str | None,
+    produce: Callable[[], tuple[JobResult, telemetry.Trace | None]],
+) -> tuple[JobResult, str]:
+    """Open the job's run, produce its result, and log it (or keep it on disk for `src.upload`).
+    `key`: the job's config key, or None when the result will carry it (`gpu=any`)."""
+    settings = cfg.tracking
+    uri = tracking.tracking_uri(settings.uri)
+    tags = {
+        JOB.status: "running",
+        JOB.kind: "job",
+        **git_info(PROJECT_ROOT),
+        **host_tags(),
+        **library_versions(),
+    }
+    if key is not None:
+        tags[JOB.config_key] = key
+    new_run = tracking.NewRun(
+        settings.experiment, parent, settings.run_name or spec.label, tags, spec.params()
+    )
+    client = tracking.open_client(uri)
+    try:
+        run_id: str | None = tracking.create_job_run(client, new_run)
+    except Exception as exc:  # the tracking server is unreachable: measure anyway, keep the result on disk
+        log.warning("%s: cannot reach %s (%s); measuring anyway", spec.label, uri, type(exc).__name__)
+        run_id = None  # created on upload (src/upload.py)
+    log.info("%s: measuring in a child process (run %s)", spec.label, run_id or "pending")
+    trace = None
+    try:
+        meta = job_dir / META
+        meta.mkdir(parents=True, exist_ok=True)
+        (meta / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
+        result, trace = produce()
+    except Exception as exc:  # the launcher itself failed (disk full, ...): a failed job, not a failed sweep
+        result = JobResult(Status.FAILED, reason=f"could not run the job: {type(exc).__name__}: {exc}")
+    except BaseException:  # interrupted (Ctrl-C): the run still ends with a status, then the sweep stops
+        result = JobResult(Status.FAILED, reason=tracking.INTERRUPTED)
+        _finish(client, run_id, result, job_dir, settings.log_engine, new_run=new_run)
+        raise
+    _finish(client, run_id, result, job_dir, settings.log_engine, trace, new_run)
+    throughput = result.metrics.get(LATENCY.throughput_img_s)
+    figure = f", {throughput:.1f} img/s" if throughput is not None and result.status is Status.OK else ""
+    log.info(
+        "%s: %s%s%s", spec.label, result.status.value, figure, f" ({result.reason})" if result.reason else ""
+    )
+    return result, run_id or ""
+
+
+def measure(
+    spec: JobSpec, gpu: nvml.GpuIdentity | None, job_dir: Path
+) -> tuple[JobResult, telemetry.Trace | None]:
+    """The child, with idle power read before it and a trace sampled during it (the device is claimed)."""
+    hz = spec.telemetry.sample_hz
+    idle = telemetry.idle_power_w(gpu.nvml_index, spec.telemetry.idle_s, hz) if gpu else None
+    sampler = telemetry.Sampler(gpu.nvml_index, hz) if gpu and hz > 0 else None
+    with sampler or nullcontext():
+        result = run_in_child(spec, job_dir)
+    window = EnergyWindow.from_logged(result.metrics, result.tags, spec.batch_size)
+    if window is not None:  # the child's energy figures, with the idle power read here: net energy
+        result.metrics.update(window.with_idle(idle).metrics())
+    elif idle is not None:
+        result.metrics["idle_power_w"] = idle
+    if sampler is None:
+        result.tags["trace_status"] = (
+            "off (telemetry.sample_hz=0)" if gpu else "no GPU trace (CPU or no NVML)"
+        )
+        return result, None
+    t0, t1 = (window.start_unix, window.end_unix) if window else (None, None)
+    own = {os.getpid()} | ({result.pid} if result.pid else set())
+    trace_metrics, trace_tags = telemetry.summarize(sampler.trace, t0, t1, own)
+    result.metrics.update(trace_metrics)
+    result.tags.update(trace_tags)
+    (job_dir / META).mkdir(parents=True, exist_ok=True)
+    telemetry.write_csv(sampler.trace, job_dir / META / "power_trace.csv", t0, t1)
+    return result, sampler.trace
+
+
+@contextmanager
+def claim_device(spec: JobSpec) -> Iterator[tuple[JobSpec, nvml.GpuIdentity | None, float]]:
+    """The job's device, locked for the job: its own (`auto`, `cpu`, an index), or with `gpu=any` the
+    first GPU no other job is measuring on (the job's spec then names that GPU's index)."""
+    if spec.gpu.is_any:
+        gpus = all_gpus()
+        if not gpus:
+            spec = spec.with_gpu(spec.gpu.claimed(None))
+        elif spec.telemetry.lock:
+            with any_device_lock([g.uuid for g in gpus]) as (position, waited):
+                yield spec.with_gpu(spec.gpu.claimed(position)), gpus[position], waited
+            return
+        else:
+            spec = spec.with_gpu(spec.gpu.claimed(0))
+    gpu = identify(spec)
+    key = gpu.uuid if gpu else ("cpu" if spec.gpu.cpu_fallback else f"gpu-{spec.gpu.index}")
+    with device_lock(key) if spec.telemetry.lock else nullcontext(0.0) as waited:
+        yield spec, gpu, waited
+
+
+def all_gpus() -> list[nvml.GpuIdentity]:
+    try:
+        with nvml.session() as nv:
+            return [g for i in range(len(nvml.visible_indices(nv))) if (g := nvml.identify(nv, i))]
+    except nvml.NvmlUnavailable:
+        return []
+
+
+def identify(spec: JobSpec) -> nvml.GpuIdentity | None:
+    """The job's card (None: the CPU, no NVML, or `gpu=any` not yet claimed)."""
+    try:
+        with nvml.session() as nv:
+            return nvml.identify(nv, spec.gpu.position)
+    except nvml.NvmlUnavailable:
+        return None
+
+
+def _finish(
+    client,
+    run_id: str | None,
+    result: JobResult,
+    job_dir: Path,
+    log_engine: bool,
+    trace: telemetry.Trace | None = None,
+    new_run: tracking.NewRun | None = None,
+) -> None:
+    meta = job_dir / META
+    meta.mkdir(parents=True, exist_ok=True)
+    if result.reason:
+        (meta / "reason.txt").write_text(result.reason + "\n", encoding="utf-8")
+    for name in (CHILD_LOG, SPEC):
+        if (job_dir / name).exists():
+            shutil.copy(job_dir / name, meta / name)
+    engine = job_dir / ARTIFACTS / "engine"
+    if not log_engine:
+        shutil.rmtree(engine, ignore_errors=True)
+    edges = result.metrics.get("window_start_unix"), result.metrics.get("window_end_unix")
+    steps = telemetry.step_metrics(trace, *edges)
+    dirs = [job_dir / ARTIFACTS, meta]
+    try:
+        if run_id is None:
+            raise ConnectionError("the run could not be created when the job started")
+        tracking.finish_job_run(client, run_id, result, dirs, steps)
+    except Exception as exc:  # the tracking server is unreachable: keep everything for `src.upload`
+        path = upload.save(meta, client.tracking_uri, run_id, result, dirs, steps, new_run)
+        log.warning(
+            "could not log run %s to %s (%s: %s); its result is kept in %s: upload it later with "
+            "`python -m src.upload %s`",
+            run_id,
+            client.tracking_uri,
+            type(exc).__name__,
+            exc,
+            path,
+            job_dir.parent,
+        )
+        return
+    shutil.rmtree(engine, ignore_errors=True)  # now in MLflow: do not keep a second copy

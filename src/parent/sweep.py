@@ -1,0 +1,107 @@
+"""A sweep as a whole, in the Hydra process: every job's config checked before anything runs, and the
+summary table printed at its end (read back from MLflow)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import Counter
+from typing import Any, NoReturn
+
+from omegaconf import DictConfig
+
+from src.parent.config import to_spec, unsupported_combination
+from src.shared.errors import ConfigError
+from src.shared.results import JOB, LATENCY
+
+log = logging.getLogger(__name__)
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def sweep_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
+    """Every job's composed config, as the basic sweeper will compose it. Hydra has no public way to
+    expand another sweeper's grid: under one, this returns none and each job validates itself as it starts
+    (`src/bench.py`), refusing bad input with the same message and exit status."""
+    if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+        log.info(
+            "sweeper %s: each job's config is checked as the job starts", config.hydra.sweeper.get("_target_")
+        )
+        return []
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = GlobalHydra.instance().config_loader()
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    overrides = OverridesParser.create(config_loader=loader).parse_overrides(
+        [*params, *config.hydra.overrides.task]
+    )
+    jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    composed = []
+    for job in jobs:
+        try:
+            composed.append((job, loader.load_sweep_config(config, list(job))))
+        except Exception as exc:  # a group option that does not exist, a key not in the schema, ...
+            composed.append((job, exc))
+    return composed
+
+
+def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) -> None:
+    """Exit 2 on bad input. A combination a backend declares it cannot run is bad input for a single run;
+    in a sweep it becomes that job's `unsupported` result (listed here, recorded when the job runs)."""
+    problems: dict[str, list[str]] = {}
+    refused: Counter[str] = Counter()
+    for overrides, cfg in jobs:
+        try:
+            if isinstance(cfg, Exception):
+                raise ConfigError(_hydra_message(cfg))
+            why = unsupported_combination(to_spec(cfg))
+            if why and single:
+                raise ConfigError(why)
+            if why:
+                refused[why] += 1
+        except ConfigError as exc:
+            problems.setdefault(str(exc), []).append(" ".join(overrides) or "(defaults)")
+    for why, n in refused.items():
+        log.warning("%d job(s) of this sweep will be recorded as unsupported: %s", n, why)
+    if problems:
+        refuse(problems, len(jobs))
+
+
+def refuse(problems: dict[str, list[str]], jobs: int) -> NoReturn:
+    """Print one message naming each problem (and, in a sweep, which jobs have it); exit with status 2."""
+    lines = ["error: invalid configuration, nothing was run:"]
+    for message, where in problems.items():
+        lines.append(f"  - {message}")
+        if jobs > 1:
+            lines.append(f"    in {len(where)} of {jobs} jobs, e.g. {where[0]}")
+    print("\n".join(lines), file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _hydra_message(exc: Exception) -> str:
+    """Hydra's composition error on one line, options comma-separated, without its search-path listing."""
+    lines = [p.strip() for p in str(exc).split("Config search path:")[0].splitlines() if p.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("Available options"):
+            return " ".join(lines[:i]) + f". {line} {', '.join(lines[i + 1 :])}"
+    return " ".join(lines)
+
+
+def summary_table(runs: list) -> str:
+    rows = [("run", "status", "img/s", "p99 ms", "reason")]
+    for r in sorted(runs, key=lambda r: r.info.start_time or 0):
+        m, t = r.data.metrics, r.data.tags
+        ok = t.get(JOB.status) == "ok"
+        img_s, p99 = m.get(LATENCY.throughput_img_s), m.get(LATENCY.latency_p99_ms)
+        rows.append(
+            (
+                r.info.run_name or r.info.run_id,
+                t.get(JOB.status, "?"),
+                f"{img_s:.1f}" if ok and img_s is not None else "-",
+                f"{p99:.2f}" if ok and p99 is not None else "-",
+                (t.get(JOB.reason, "").splitlines() or [""])[0][:80],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)

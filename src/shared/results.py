@@ -1,0 +1,269 @@
+"""Typed results: each kind of result owns its MLflow metric and tag names (units in the names) and the
+arithmetic that derives them. Writers call `.metrics()` / `.tags()`; readers (the sweep summary, the report,
+`scripts/runs_table.py`) take names from the `Names` declared here, so a misspelt name fails loudly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from src.shared.errors import Status
+
+
+class Names:
+    """A fixed set of metric or tag names: `NAMES.throughput_img_s` is "throughput_img_s"; a name that
+    is not declared raises AttributeError instead of reading a column that never exists."""
+
+    def __init__(self, *names: str) -> None:
+        self._names = frozenset(names)
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_") or name not in self._names:
+            raise AttributeError(f"no metric or tag named {name!r}")
+        return name
+
+    def __iter__(self):
+        return iter(sorted(self._names))
+
+
+def names_of(cls: type, *extra: str) -> Names:
+    return Names(*(f.name for f in fields(cls)), *extra)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """The timed loop, summarised (`src/child/measure.py`)."""
+
+    throughput_img_s: float  # batch size / mean latency
+    latency_mean_ms: float
+    latency_p50_ms: float
+    latency_p90_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    latency_std_ms: float
+    latency_cov_pct: float  # coefficient of variation, 100 * std / mean
+    iterations: int
+    window_s: float
+    throughput_window_img_s: float  # batch * iterations / window wall time
+
+    def metrics(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+    to_dict = metrics
+
+
+LATENCY = names_of(LatencyStats)
+
+
+@dataclass(frozen=True)
+class EnergyWindow:
+    """One timed window's energy: the counter read at its synchronised edges (in the child), idle power read
+    before the job (in the Hydra process). Every energy figure is derived here, and only here."""
+
+    images: int
+    window_s: float
+    start_unix: float
+    end_unix: float
+    joules: float | None = None  # None: no counter, or it did not advance (`status` says why)
+    status: str = "measured"
+    source: str = ""
+    idle_power_w: float | None = None
+
+    def metrics(self) -> dict[str, float]:
+        m = {"window_start_unix": self.start_unix, "window_end_unix": self.end_unix}
+        if self.idle_power_w is not None:
+            m["idle_power_w"] = self.idle_power_w
+        if self.joules is None:
+            return m
+        m.update(
+            energy_j=self.joules,
+            energy_j_per_img=self.joules / self.images,
+            power_mean_w=self.joules / self.window_s,
+            img_per_j=self.images / self.joules,
+        )
+        if self.idle_power_w is not None:
+            net = self.joules - self.idle_power_w * self.window_s
+            m.update(energy_net_j=net, energy_net_j_per_img=net / self.images)
+        return m
+
+    def tags(self) -> dict[str, str]:
+        return {"energy_status": self.status, **({"energy_source": self.source} if self.source else {})}
+
+    def with_idle(self, idle_power_w: float | None) -> EnergyWindow:
+        return replace(self, idle_power_w=idle_power_w)
+
+    @classmethod
+    def from_logged(
+        cls, metrics: dict[str, float], tags: dict[str, str], batch_size: int
+    ) -> EnergyWindow | None:
+        """The window as the child reported it (None when the job never finished its timed window)."""
+        if "window_start_unix" not in metrics or "iterations" not in metrics:
+            return None
+        return cls(
+            images=int(metrics["iterations"]) * batch_size,
+            window_s=metrics["window_s"],
+            start_unix=metrics["window_start_unix"],
+            end_unix=metrics["window_end_unix"],
+            joules=metrics.get("energy_j"),
+            status=tags.get("energy_status", ""),
+            source=tags.get("energy_source", ""),
+        )
+
+
+ENERGY = Names(
+    "window_start_unix",
+    "window_end_unix",
+    "idle_power_w",
+    "energy_j",
+    "energy_j_per_img",
+    "power_mean_w",
+    "img_per_j",
+    "energy_net_j",
+    "energy_net_j_per_img",
+    "energy_status",
+    "energy_source",
+)
+
+
+@dataclass(frozen=True)
+class Nameplate:
+    """Images/s per nameplate watt, as the study computes it."""
+
+    watts: float | None
+    source: str
+    throughput_img_s: float = 0.0
+
+    def metrics(self) -> dict[str, float]:
+        if not self.watts:
+            return {}
+        return {"nameplate_w": self.watts, "img_per_s_per_nameplate_w": self.throughput_img_s / self.watts}
+
+    def tags(self) -> dict[str, str]:
+        return {"nameplate_source": self.source}
+
+
+NAMEPLATE = Names("nameplate_w", "img_per_s_per_nameplate_w", "nameplate_source")
+
+
+@dataclass(frozen=True)
+class TraceSummary:
+    """The sampled power/clock trace, cut to the timed window (`src/parent/telemetry.py`)."""
+
+    trace_samples: float
+    power_peak_w: float
+    power_trace_mean_w: float
+    gpu_util_mean_pct: float
+    sm_clock_mean_mhz: float
+    sm_clock_min_mhz: float
+    mem_clock_mean_mhz: float
+    temperature_max_c: float
+    mem_used_max_mib: float
+
+    def metrics(self) -> dict[str, float]:
+        return asdict(self)
+
+
+TRACE = names_of(
+    TraceSummary,
+    "trace_power_source",
+    "trace_error",
+    "trace_status",
+    "clock_event_reasons",
+    "other_gpu_processes",
+)
+
+
+@dataclass(frozen=True)
+class Parity:
+    """The backend's output against the eager fp32 model's (`src/child/parity.py`)."""
+
+    max_abs_err: float
+    rel_l2_err: float
+    cosine: float
+    tolerance_rel_l2: float
+    arithmetic: str
+
+    @property
+    def passed(self) -> bool:
+        return self.rel_l2_err <= self.tolerance_rel_l2
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "parity_max_abs_err": self.max_abs_err,
+            "parity_rel_l2_err": self.rel_l2_err,
+            "parity_cosine": self.cosine,
+            "parity_tolerance_rel_l2": self.tolerance_rel_l2,
+        }
+
+    def tags(self) -> dict[str, str]:
+        return {"parity": "pass" if self.passed else "fail", "parity_arithmetic": self.arithmetic}
+
+
+PARITY = Names(
+    "parity_max_abs_err",
+    "parity_rel_l2_err",
+    "parity_cosine",
+    "parity_tolerance_rel_l2",
+    "parity",
+    "parity_arithmetic",
+    "parity_error",
+)
+
+# What every job logs about itself, beside the results above (who writes each: docs/metrics.md).
+JOB = Names(
+    "model_load_s",  # build the model, move it to device and precision, make the inputs
+    "parity_reference_s",
+    "build_time_s",  # the backend's preparation (compile, trace, capture, ...)
+    "first_call_ms",
+    "peak_rss_mib",
+    "peak_mem_allocated_mib",
+    "peak_mem_reserved_mib",
+    "artifact_size_mib",
+    "lock_wait_s",
+    "job_wall_s",
+    # tags
+    "status",
+    "reason",
+    "phase",
+    "kind",
+    "config_key",
+    "task",
+    "gpu_name",
+    "device",
+    "child_exit_code",
+    "child_exit",
+    "artifact_files",
+)
+
+
+@dataclass
+class JobResult:
+    """Everything one job produced, as the Hydra process logs it: exactly one per job."""
+
+    status: Status
+    reason: str = ""
+    phase: str = ""  # the last phase the child entered
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    exit_code: int | None = None
+    wall_s: float = 0.0
+    pid: int | None = None  # the measuring child's
+
+    def run_tags(self) -> dict[str, str]:
+        tags = {**self.tags, JOB.status: self.status.value, JOB.phase: self.phase}
+        if self.reason:
+            tags[JOB.reason] = self.reason
+        if self.exit_code is not None:
+            tags[JOB.child_exit_code] = str(self.exit_code)
+        return tags
+
+    def run_metrics(self) -> dict[str, float]:
+        return {**self.metrics, JOB.job_wall_s: self.wall_s}
+
+    def to_record(self) -> dict:
+        return {**asdict(self), "status": self.status.value}
+
+    @classmethod
+    def from_record(cls, record: dict) -> JobResult:
+        return cls(**{**record, "status": Status(record["status"])})
