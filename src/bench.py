@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from src import PROJECT_ROOT
 from src.parent import config as _config
 from src.parent.runner import run_job
-from src.parent.sweep import refuse
+from src.parent.sweep import exit_code, note_statuses, refuse
 from src.parent.tracking import PARENT_ENV, parent_run_id
 from src.shared.errors import ConfigError
 
@@ -48,10 +48,27 @@ def main(cfg: DictConfig) -> str:
     # and progress files are never shared
     job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=hc.runtime.output_dir))
     result, _ = run_job(cfg, spec, job_dir, parent_run_id(sweep_dir), refused=refused)
-    return "skipped" if result is None else result.status.value
+    note_statuses([result.status.value])
+    return result.status.value
+
+
+def run() -> int:
+    """`main`, with the exit status a script can trust: 0 when every job ended with a result, 3 when any
+    ended failed or timeout, 2 for refused input; on Ctrl-C or SIGTERM one line, and 128 + the signal."""
+    try:
+        main()
+    except KeyboardInterrupt as exc:
+        signum = signal.SIGTERM if "signal" in str(exc) else signal.SIGINT
+        print(
+            f"interrupted by {signal.Signals(signum).name}: the running job's run ended failed "
+            "(interrupted), the sweep's run KILLED; run the same command again to measure what is missing",
+            file=sys.stderr,
+        )
+        return 128 + signum
+    return exit_code()
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _terminated)
     sys.argv = _config.gpu_shorthand(sys.argv)
-    main()
+    sys.exit(run())

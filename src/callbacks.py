@@ -27,8 +27,15 @@ from omegaconf import DictConfig
 
 from src import upload
 from src.parent import tracking
-from src.parent.sweep import summary_table, sweep_configs, validate_or_exit
+from src.parent.sweep import (
+    check_surroundings,
+    note_statuses,
+    summary_table,
+    sweep_configs,
+    validate_or_exit,
+)
 from src.parent.tracking import PARENT_ENV, PARENT_FILE
+from src.shared.envinfo import host_tags
 from src.shared.results import JOB
 
 log = logging.getLogger(__name__)
@@ -43,24 +50,46 @@ class BenchCallback(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         validate_or_exit([([], config)], single=True)
+        check_surroundings(config, Path(config.hydra.run.dir))
+        exp_id = self._open_store(config)
+        project = os.environ.get(PARENT_ENV)
+        if project and self._client.get_run(project).info.experiment_id != exp_id:
+            # `mlflow run` put its project run in another experiment: the job goes to the configured one
+            os.environ.pop(PARENT_ENV)
+            tracking.log_all(self._client, project, tags={"bench_experiment_id": exp_id})
+
+    def _open_store(self, config: DictConfig) -> str:
+        """The store's client and the configured experiment's id; runs that processes of this host left
+        RUNNING and that no longer exist (`kill -9`) are ended first."""
+        self._client = tracking.open_client(tracking.tracking_uri(config.tracking.uri))
+        exp_id = tracking.experiment_id(self._client, config.tracking.experiment)
+        tracking.end_orphaned_runs(self._client, exp_id, host_tags()["host"])
+        return exp_id
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         validate_or_exit(sweep_configs(config))
-        self._client = tracking.open_client(tracking.tracking_uri(config.tracking.uri))
-        parent = os.environ.get(PARENT_ENV)
-        if parent:  # made by `mlflow run`: jobs hang under it; `mlflow run` ends it
-            tracking.experiment_id(self._client, None, parent)
-        else:
-            exp_id = tracking.experiment_id(self._client, config.tracking.experiment)
-            tags = {
-                JOB.kind: "sweep",
-                "sweep_overrides": " ".join(config.hydra.overrides.task),
-                "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
-            }
+        check_surroundings(config, Path(config.hydra.sweep.dir))
+        exp_id = self._open_store(config)
+        tags = {
+            JOB.kind: "sweep",
+            "sweep_overrides": " ".join(config.hydra.overrides.task),
+            "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
+            "host": host_tags()["host"],
+            JOB.pid: str(os.getpid()),
+        }
+        project = os.environ.get(PARENT_ENV)  # `mlflow run`'s project run, which `mlflow run` ends
+        if project and self._client.get_run(project).info.experiment_id == exp_id:
+            parent = project  # in the configured experiment: the project run is the sweep's parent
+            tracking.log_all(self._client, parent, tags=tags)
+        else:  # a sweep run of our own, in the configured experiment (linked from the project run)
+            if project:
+                tags["mlflow_project_run"] = project
             parent = tracking.start_run(
                 self._client, exp_id, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", None, tags
             )
             self._own_parent = parent
+            if project:
+                tracking.log_all(self._client, project, tags={"sweep_run_id": parent})
         # jobs that die with this process (the basic launcher's, joblib's workers); a cluster's keep running
         local = any(name in str(config.hydra.launcher.get("_target_")) for name in LOCAL_LAUNCHERS)
         self._parent = parent if local else None
@@ -89,8 +118,11 @@ class BenchCallback(Callback):
     def _summarise(self, parent: str) -> None:
         runs = tracking.children(self._client, parent)
         counts = Counter(r.data.tags.get(JOB.status, "unknown") for r in runs)
+        note_statuses(counts, replace=True)  # every job of the sweep, wherever its launcher ran it
         tracking.log_all(self._client, parent, tags={f"jobs_{k}": str(v) for k, v in counts.items()})
-        print(summary_table(runs), file=sys.stderr)
+        linked = {r.data.tags[JOB.measured_in] for r in runs if JOB.measured_in in r.data.tags}
+        figures = {i: self._client.get_run(i).data.metrics for i in linked}
+        print(summary_table(runs, figures), file=sys.stderr)
         self._end_parent("FINISHED")
 
     def _stopped(self) -> None:

@@ -23,7 +23,7 @@ from src import PROJECT_ROOT
 from src.models import MODELS
 from src.parent import tracking
 from src.shared.errors import ConfigError
-from src.shared.results import JOB, LATENCY, NAMEPLATE, PARITY
+from src.shared.results import JOB, LATENCY, LINK, NAMEPLATE, PARITY
 from src.shared.spec import Precision
 
 FAIL_MARK = " †"
@@ -56,16 +56,28 @@ def task_title(model: str, task_tag: Any) -> str:
 
 
 def load_runs(uri: str | None, experiment: str, parent: str | None, extra: str | None) -> Any:
-    """The job runs as a DataFrame (mlflow.search_runs), newest first."""
+    """The job runs as a DataFrame (mlflow.search_runs), newest first. For one sweep, its skipped jobs
+    (runs of kind `link`, a resumed sweep's) count with the runs that hold their figures."""
     import mlflow
+    import pandas as pd
 
     mlflow.set_tracking_uri(tracking.tracking_uri(uri))
-    flt = "tags.kind = 'job'"
-    if parent:
-        flt += f" and tags.mlflow.parentRunId = '{parent}'"
-    if extra:
-        flt += f" and {extra}"
-    return mlflow.search_runs(experiment_names=[experiment], filter_string=flt, order_by=["start_time DESC"])
+    under = f" and tags.mlflow.parentRunId = '{parent}'" if parent else ""
+    also = f" and {extra}" if extra else ""
+
+    def search(flt: str) -> Any:
+        newest = ["start_time DESC"]
+        return mlflow.search_runs(experiment_names=[experiment], filter_string=flt, order_by=newest)
+
+    runs = search(f"tags.{JOB.kind} = 'job'{under}{also}")
+    if not parent:
+        return runs
+    links = search(f"tags.{JOB.kind} = '{LINK}'{under}")
+    ids = ", ".join(f"'{i}'" for i in links.get(f"tags.{JOB.measured_in}", pd.Series(dtype=str)).dropna())
+    if not ids:
+        return runs
+    linked = search(f"attributes.run_id IN ({ids}){also}")
+    return pd.concat([runs, linked], ignore_index=True) if not runs.empty else linked
 
 
 def latest_sweep(uri: str | None, experiment: str) -> str | None:

@@ -25,7 +25,7 @@ def end_with_launcher(launcher_pid: int, every_s: float = 0.5) -> None:
     def watch() -> None:
         while os.getppid() == launcher_pid:
             time.sleep(every_s)
-        leader = os.getpgid(0) == os.getpid()  # started in a session of its own, as src.isolation does
+        leader = os.getpgid(0) == os.getpid()  # started in a session of its own, as src.parent.launch does
         os.killpg(0, signal.SIGKILL) if leader else os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="end-with-launcher", daemon=True).start()

@@ -119,6 +119,7 @@ def mlflow_server(store: str, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def store(tmp_path: Path) -> str:
     """A fresh SQLite MLflow store in a temporary folder (its URI)."""
+    (tmp_path / "mlruns").mkdir(exist_ok=True)  # an explicit store's folder must exist
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
 

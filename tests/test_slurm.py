@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import QUICK, run_bench
-from tests.test_server import free_port, start_server, stop
+from tests.conftest import QUICK, free_port, run_bench, start_mlflow_server, stop_mlflow_server
 
 
 def slurm_missing() -> str | None:
@@ -28,7 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(slurm_missing()), reason
 
 def test_a_sweep_through_slurm_logs_every_job_to_the_tracking_server(tmp_path: Path) -> None:
     db, port = tmp_path / "mlflow.db", free_port()
-    server = start_server(db, tmp_path / "artifacts", port)
+    server = start_mlflow_server(f"sqlite:///{db}", tmp_path / "artifacts", port)
     try:
         args = ["-m", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.mem_gb=2"]
         args += ["hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=15"]
@@ -37,7 +36,7 @@ def test_a_sweep_through_slurm_logs_every_job_to_the_tracking_server(tmp_path: P
         out = run_bench(args, timeout=900)
         assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     finally:
-        stop(server)
+        stop_mlflow_server(server)
     client = MlflowClient(f"sqlite:///{db}")
     exp = [e.experiment_id for e in client.search_experiments()]
     jobs = client.search_runs(exp, "tags.kind = 'job'")

@@ -102,6 +102,7 @@ def test_the_device_lock_makes_a_second_process_wait(tmp_path: Path) -> None:
 def test_two_sweeps_at_once_never_measure_on_one_device_together(store: str, tmp_path: Path) -> None:
     args = [f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]", "model=sleepy"]
     args += [*QUICK, "measure.min_duration_s=2", "gpu=cpu", f"tracking.uri={store}"]
+    args += ["force=true"]  # the same job twice on purpose: else the second finds the first's result
     env = {"BENCH_LOCK_DIR": str(tmp_path / "locks")}
     first = subprocess.Popen(
         [sys.executable, "-m", "src.bench", *args, f"hydra.run.dir={tmp_path / 'a'}"],

@@ -82,6 +82,19 @@ class Yolo(ModelDef):
         return image_shape_problem(shape, channels=3, multiple=32, minimum=32)  # stride 32
 
     @classmethod
+    def check_weights(cls, spec: ModelConfig) -> str | None:
+        """Ultralytics `.pt` checkpoints are pickled models that only Ultralytics' loader reads (it runs
+        their code), so only their container is checked here: a PyTorch zip archive."""
+        import zipfile
+
+        if not zipfile.is_zipfile(spec.weights):
+            return (
+                f"weights file {spec.weights} is not a PyTorch checkpoint (not a zip archive); give an "
+                "Ultralytics .pt file, or null for random weights"
+            )
+        return None
+
+    @classmethod
     def build(cls, spec: ModelConfig) -> nn.Module:
         ultralytics_offline()
         from ultralytics.nn.tasks import DetectionModel, load_checkpoint

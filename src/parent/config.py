@@ -11,10 +11,12 @@ model is built or any MLflow state is written.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from src.backends import BACKENDS
 from src.models import MODELS
@@ -135,8 +137,32 @@ def to_bench_config(cfg: DictConfig) -> BenchConfig:
     """The composed config as validated dataclasses, or ConfigError naming what is allowed."""
     own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # Hydra's node needs its runtime
     own = OmegaConf.to_container(own, resolve=True)
-    typed = OmegaConf.merge(OmegaConf.structured(BenchConfig), own)
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(BenchConfig), own)
+    except ConfigKeyError as exc:  # `+foo=1`: Hydra adds keys the schema does not have
+        raise ConfigError(unknown_key(str(exc.full_key))) from None
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{exc.full_key}: {str(exc).splitlines()[0]}") from None
     return OmegaConf.to_object(typed)  # type: ignore[return-value]
+
+
+SECTIONS: dict[str, Any] = {
+    "model": ModelConfig,
+    "backend": BackendConfig,
+    "precision": Precision,
+    "gpu": GpuConfig,
+    "measure": MeasureConfig,
+    "telemetry": TelemetryConfig,
+    "tracking": TrackingConfig,
+}
+
+
+def unknown_key(key: str) -> str:
+    """`foo` or `measure.foo`: name the keys allowed at that place."""
+    section = key.split(".")[0] if "." in key else None
+    cls = SECTIONS.get(section, BenchConfig) if section else BenchConfig
+    allowed = ", ".join(f.name for f in fields(cls))
+    return f"unknown setting '{key}'; allowed at {section or 'the top level'}: {allowed}"
 
 
 def to_spec(cfg: DictConfig) -> JobSpec:

@@ -9,7 +9,8 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +23,7 @@ from src.shared.envinfo import cpu_model, git_info, host_tags, library_versions
 from src.shared.errors import Status
 from src.shared.locks import any_device_lock, device_lock
 from src.shared.progress import ARTIFACTS, CHILD_LOG, SPEC
-from src.shared.results import JOB, LATENCY, EnergyWindow, JobResult
+from src.shared.results import JOB, LATENCY, LINK, EnergyWindow, JobResult
 from src.shared.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -69,30 +70,43 @@ def run_job(
     job_dir: Path,
     parent: str | None,
     refused: str | None = None,
-) -> tuple[JobResult | None, str]:
+) -> tuple[JobResult, str]:
     """Measure one job in a child process and leave exactly one MLflow run for it, whatever happens.
     `refused`: why the backend cannot run this combination; the run records it as `unsupported` (no
-    child, no device lock). Returns (None, id of that run) when an identical job has a finished `ok` run."""
+    child, no device lock). A job with an identical finished `ok` run (looked for before waiting for the
+    device and again once it is held) is not measured: its run is a link to that one (`skipped`)."""
     if refused:
         gpu = identify(spec)
         result = JobResult(Status.UNSUPPORTED, reason=refused)
         cpu = "none (CPU)" if spec.gpu.cpu_fallback else "(not identified)"
         result.tags[JOB.gpu_name] = gpu.name if gpu else cpu
-        return _record(cfg, spec, job_dir, parent, config_key(spec, gpu), lambda: (result, None))
+        return _record(cfg, spec, job_dir, parent, config_key(spec, gpu), lambda _: (result, None))
     keys = [config_key(spec)] if not spec.gpu.is_any else candidate_keys(spec)
     for key in keys:  # resumable sweeps: an identical job already finished ok (force=true re-measures)
         if done := finished_run(cfg, spec, key, parent):
-            return None, done
+            produce = partial(lambda r, _: (r, None), skipped(done, key))
+            return _record(cfg, spec, job_dir, parent, key, produce, link=True)
 
-    def claim_and_measure() -> tuple[JobResult, telemetry.Trace | None]:
-        with claim_device(spec) as (claimed, gpu, waited):
-            result, trace = measure(claimed, gpu, job_dir)
+    def claim_and_measure(held: ExitStack) -> tuple[JobResult, telemetry.Trace | None]:
+        # the device stays claimed until the result is logged: an identical job waiting for it then finds it
+        claimed, gpu, waited = held.enter_context(claim_device(spec))
+        key = config_key(claimed, gpu)  # with gpu=any, the card the job got, not the host's first
+        # asked again now that the device is ours: an identical job may have finished while we waited
+        if done := finished_run(cfg, claimed, key, parent):
+            return skipped(done, key), None
+        result, trace = measure(claimed, gpu, job_dir)
         result.metrics[JOB.lock_wait_s] = waited
-        if spec.gpu.is_any:  # known only now: the key names the card the job got, not the host's first
-            result.tags[JOB.config_key] = config_key(claimed, gpu)
+        result.tags[JOB.config_key] = key
         return result, trace
 
     return _record(cfg, spec, job_dir, parent, None if spec.gpu.is_any else keys[0], claim_and_measure)
+
+
+def skipped(done: str, key: str) -> JobResult:
+    """A job measured already: its run links to the run that holds its figures (`measured_in`)."""
+    reason = f"measured already in run {done} (force=true measures it again)"
+    tags = {JOB.kind: LINK, JOB.measured_in: done, JOB.config_key: key}
+    return JobResult(Status.SKIPPED, reason=reason, tags=tags)
 
 
 def candidate_keys(spec: JobSpec) -> list[str]:
@@ -109,7 +123,8 @@ def _record(
     job_dir: Path,
     parent: str | None,
     key: str | None,
-    produce: Callable[[], tuple[JobResult, telemetry.Trace | None]],
+    produce: Callable[[ExitStack], tuple[JobResult, telemetry.Trace | None]],
+    link: bool = False,
 ) -> tuple[JobResult, str]:
     """Open the job's run, produce its result, and log it (or keep it on disk for `src.upload`).
     `key`: the job's config key, or None when the result will carry it (`gpu=any`)."""
@@ -117,7 +132,8 @@ def _record(
     uri = tracking.tracking_uri(settings.uri)
     tags = {
         JOB.status: "running",
-        JOB.kind: "job",
+        JOB.kind: LINK if link else "job",
+        JOB.pid: str(os.getpid()),
         **git_info(PROJECT_ROOT),
         **host_tags(),
         **library_versions(),
@@ -133,20 +149,22 @@ def _record(
     except Exception as exc:  # the tracking server is unreachable: measure anyway, keep the result on disk
         log.warning("%s: cannot reach %s (%s); measuring anyway", spec.label, uri, type(exc).__name__)
         run_id = None  # created on upload (src/upload.py)
-    log.info("%s: measuring in a child process (run %s)", spec.label, run_id or "pending")
+    if not link:
+        log.info("%s: measuring in a child process (run %s)", spec.label, run_id or "pending")
     trace = None
-    try:
-        meta = job_dir / META
-        meta.mkdir(parents=True, exist_ok=True)
-        (meta / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
-        result, trace = produce()
-    except Exception as exc:  # the launcher itself failed (disk full, ...): a failed job, not a failed sweep
-        result = JobResult(Status.FAILED, reason=f"could not run the job: {type(exc).__name__}: {exc}")
-    except BaseException:  # interrupted (Ctrl-C): the run still ends with a status, then the sweep stops
-        result = JobResult(Status.FAILED, reason=tracking.INTERRUPTED)
-        _finish(client, run_id, result, job_dir, settings.log_engine, new_run=new_run)
-        raise
-    _finish(client, run_id, result, job_dir, settings.log_engine, trace, new_run)
+    with ExitStack() as held:  # what `produce` claims (the device) is released once the result is logged
+        try:
+            meta = job_dir / META
+            meta.mkdir(parents=True, exist_ok=True)
+            (meta / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
+            result, trace = produce(held)
+        except Exception as exc:  # the launcher failed (disk full, ...): a failed job, not a failed sweep
+            result = JobResult(Status.FAILED, reason=f"could not run the job: {type(exc).__name__}: {exc}")
+        except BaseException:  # interrupted (Ctrl-C): the run still ends with a status, then the sweep stops
+            result = JobResult(Status.FAILED, reason=tracking.INTERRUPTED)
+            _finish(client, run_id, result, job_dir, settings.log_engine, new_run=new_run)
+            raise
+        _finish(client, run_id, result, job_dir, settings.log_engine, trace, new_run)
     throughput = result.metrics.get(LATENCY.throughput_img_s)
     figure = f", {throughput:.1f} img/s" if throughput is not None and result.status is Status.OK else ""
     log.info(

@@ -6,15 +6,20 @@ from __future__ import annotations
 import logging
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any, NoReturn
 
 from omegaconf import DictConfig
 
+from src.parent import preflight
 from src.parent.config import to_spec, unsupported_combination
 from src.shared.errors import ConfigError
 from src.shared.results import JOB, LATENCY
 
 log = logging.getLogger(__name__)
+FAILED_EXIT = 3  # the exit status when any job ended `failed` or `timeout` (README, "Exit codes")
+REFUSED_EXIT = 2  # bad input: nothing was run
+_statuses: Counter[str] = Counter()  # the jobs' statuses in this process (a sweep's: read back from MLflow)
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
@@ -68,15 +73,22 @@ def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) ->
         refuse(problems, len(jobs))
 
 
-def refuse(problems: dict[str, list[str]], jobs: int) -> NoReturn:
+def check_surroundings(config: DictConfig, output_dir: Path) -> None:
+    """The store and the output folder (`src/parent/preflight.py`), before any run or folder exists."""
+    found = preflight.problems(config.tracking.uri, [output_dir])
+    if found:
+        refuse({p: [] for p in found}, jobs=1, what="the store or the output folder cannot be used")
+
+
+def refuse(problems: dict[str, list[str]], jobs: int, what: str = "invalid configuration") -> NoReturn:
     """Print one message naming each problem (and, in a sweep, which jobs have it); exit with status 2."""
-    lines = ["error: invalid configuration, nothing was run:"]
+    lines = [f"error: {what}, nothing was run:"]
     for message, where in problems.items():
         lines.append(f"  - {message}")
         if jobs > 1:
             lines.append(f"    in {len(where)} of {jobs} jobs, e.g. {where[0]}")
     print("\n".join(lines), file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(REFUSED_EXIT)
 
 
 def _hydra_message(exc: Exception) -> str:
@@ -88,11 +100,27 @@ def _hydra_message(exc: Exception) -> str:
     return " ".join(lines)
 
 
-def summary_table(runs: list) -> str:
+def note_statuses(statuses: Counter[str] | list[str], replace: bool = False) -> None:
+    """Record job statuses for the exit status: each job in-process, or a sweep's all at once."""
+    if replace:
+        _statuses.clear()
+    _statuses.update(statuses)
+
+
+def exit_code() -> int:
+    """0: every job ended with a result (ok, oom, unsupported, unavailable, skipped); FAILED_EXIT: any
+    job ended failed or timeout."""
+    return FAILED_EXIT if _statuses["failed"] or _statuses["timeout"] else 0
+
+
+def summary_table(runs: list, linked: dict[str, dict[str, float]] | None = None) -> str:
+    """One line per job; a skipped job shows the figures of the run it links to (`linked`: id -> metrics)."""
     rows = [("run", "status", "img/s", "p99 ms", "reason")]
     for r in sorted(runs, key=lambda r: r.info.start_time or 0):
         m, t = r.data.metrics, r.data.tags
-        ok = t.get(JOB.status) == "ok"
+        if t.get(JOB.measured_in) in (linked or {}):
+            m = linked[t[JOB.measured_in]]  # type: ignore[index]
+        ok = t.get(JOB.status) in ("ok", "skipped")
         img_s, p99 = m.get(LATENCY.throughput_img_s), m.get(LATENCY.latency_p99_ms)
         rows.append(
             (

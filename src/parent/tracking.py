@@ -34,6 +34,7 @@ RUN_STATUS = {
     Status.OOM: "FINISHED",
     Status.UNSUPPORTED: "FINISHED",
     Status.UNAVAILABLE: "FINISHED",
+    Status.SKIPPED: "FINISHED",
     Status.TIMEOUT: "FAILED",
     Status.FAILED: "FAILED",
 }
@@ -182,6 +183,42 @@ def close_interrupted(client, parent_run_id: str) -> int:
         log_all(client, run.info.run_id, tags={JOB.status: Status.FAILED.value, JOB.reason: INTERRUPTED})
         client.set_terminated(run.info.run_id, RUN_STATUS[Status.FAILED])
     return len(stale)
+
+
+def end_orphaned_runs(client, exp_id: str, host: str) -> int:
+    """End the runs left RUNNING by a process of this host that no longer exists (`kill -9` of a sweep):
+    KILLED, with the reason. Runs of other hosts, and of processes still alive, are left alone."""
+    stale = client.search_runs(
+        [exp_id], filter_string=f"attributes.status = 'RUNNING' and tags.host = '{host}'", max_results=5000
+    )
+    ended = 0
+    for run in stale:
+        pid = run.data.tags.get(JOB.pid, "")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        reason = (
+            f"killed: the process that ran it (pid {pid} on {host}) ended without closing it; "
+            "closed by a later sweep"
+        )
+        tags = {JOB.reason: reason}
+        if run.data.tags.get(JOB.kind) == "job":
+            tags[JOB.status] = Status.FAILED.value
+        log_all(client, run.info.run_id, tags=tags)
+        client.set_terminated(run.info.run_id, "KILLED")
+        ended += 1
+    if ended:
+        log.warning("ended %d run(s) left RUNNING by processes of this host that no longer exist", ended)
+    return ended
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def finished_ok(client, exp_id: str, config_key: str):

@@ -14,6 +14,7 @@ class Status(str, Enum):
     FAILED = "failed"  # an exception, or the child process died (signal or non-zero exit)
     UNSUPPORTED = "unsupported"  # this backend cannot run this model/device combination
     UNAVAILABLE = "unavailable"  # a library or device the job needs is not there
+    SKIPPED = "skipped"  # an identical job has a finished `ok` run already: this run links to it
 
     def __str__(self) -> str:
         return self.value

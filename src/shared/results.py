@@ -233,7 +233,10 @@ JOB = Names(
     "child_exit_code",
     "child_exit",
     "artifact_files",
+    "measured_in",  # a skipped job's link: the run that holds its figures
+    "pid",  # the Hydra process that opened the run (runs it left RUNNING are ended by the next sweep)
 )
+LINK = "link"  # JOB.kind of a skipped job's run: its figures are those of the run named by `measured_in`
 
 
 @dataclass

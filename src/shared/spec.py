@@ -9,6 +9,7 @@ comments are the documentation of the defaults; `conf/config.yaml` holds only th
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -24,6 +25,15 @@ TOLERANCE_REL_L2 = {"fp32": 1e-4, "tf32": 1e-2, "fp16": 2e-2, "bf16": 8e-2}
 def _raise(problems: list[str]) -> None:
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _not_finite(section: str, obj: Any) -> list[str]:
+    """Every float setting must be a finite number: nan or inf would mean no timeout, or no end."""
+    return [
+        f"{section}.{f.name} must be a finite number, got {value}"
+        for f in fields(obj)
+        if isinstance(value := getattr(obj, f.name), float) and not math.isfinite(value)
+    ]
 
 
 @dataclass
@@ -116,7 +126,7 @@ class GpuConfig:
 
     def __post_init__(self) -> None:
         self.index = str(self.index)
-        problems = []
+        problems = _not_finite("gpu", self)
         if self.index not in ("auto", "any", "cpu") and not self.index.isdigit():
             problems.append(
                 f"gpu '{self.index}' is not allowed; "
@@ -163,6 +173,7 @@ class MeasureConfig:
     parity_samples: int = 2  # samples compared with the eager fp32 model (src/child/parity.py); 0: no check
 
     def __post_init__(self) -> None:
+        _raise(_not_finite("measure", self))
         problems = []
         if self.warmup_iters < 0:
             problems.append(f"measure.warmup_iters must be >= 0, got {self.warmup_iters}")
@@ -187,6 +198,7 @@ class TelemetryConfig:
     lock: bool = True  # one measuring job per device at a time, whatever launched it (file lock)
 
     def __post_init__(self) -> None:
+        _raise(_not_finite("telemetry", self))
         problems = []
         if not 0 <= self.sample_hz <= 100:
             problems.append(f"telemetry.sample_hz must be between 0 (off) and 100, got {self.sample_hz}")
