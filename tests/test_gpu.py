@@ -65,7 +65,7 @@ def test_cuda_graphs_capture_the_model_on_its_own_gpu_when_another_is_current() 
     gpu1 = torch.device("cuda", 1)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3)).to(gpu1)
-    backend = CudaGraphs(CudaGraphs.Options())
+    backend = CudaGraphs(CudaGraphs.Options(), make_spec("backend=cudagraphs", "gpu.index=1"))
     fn = backend.prepare(model.eval(), torch.randn(2, 3, 32, 32, device=gpu1))
     other = torch.randn(2, 3, 32, 32, device=gpu1)
     with torch.inference_mode():

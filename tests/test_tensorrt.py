@@ -10,6 +10,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+import torchvision
 
 from src.backends.engine_cache import EngineCache, cache_key, key_inputs
 from src.backends.exporting import export_program
@@ -39,7 +40,7 @@ def test_without_tensorrt_or_a_gpu_the_job_is_unavailable_with_the_install_hint(
 
 
 def test_a_missing_torch_tensorrt_is_named_with_the_install_hint() -> None:
-    backend = TensorRT(TensorRT.Options())
+    backend = TensorRT(TensorRT.Options(), make_spec("backend=tensorrt"))
     why = backend.unavailable(torch.device("cuda"))  # only the device type is read before the imports
     try:
         import tensorrt  # noqa: F401
@@ -113,13 +114,18 @@ def test_the_engine_cache_key_covers_everything_that_changes_an_engine(tmp_path:
     assert key(base, versions={**VERSIONS, "tensorrt": "11.2.0"}) != k
     assert key(base, settings={"min_block_size": 3}) != k
     weights = tmp_path / "w.pt"
-    weights.write_bytes(b"one")
+
+    def save_weights(seed: int) -> None:  # a real state dict: weights files are checked (issue 14)
+        torch.manual_seed(seed)
+        torch.save(torchvision.models.densenet201().state_dict(), weights)
+
+    save_weights(1)
     with_file = make_spec("backend=tensorrt", "precision=fp16", "batch_size=32", f"model.weights={weights}")
     first = key(with_file)
     assert first == key(
         replace(with_file, measure=replace(with_file.measure, seed=7))
     )  # seed moot with a file
-    weights.write_bytes(b"two")
+    save_weights(2)
     assert key(with_file) != first  # the file's content, not its name
 
 

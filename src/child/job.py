@@ -35,7 +35,6 @@ def resolve_device(gpu: GpuConfig | str) -> torch.device:
     import torch
 
     gpu = GpuConfig(index=gpu) if isinstance(gpu, str) else gpu
-
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpu.position is None or (gpu.cpu_fallback and count == 0):
         return torch.device("cpu")
