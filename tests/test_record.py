@@ -83,18 +83,25 @@ def test_two_identical_sweeps_started_together_measure_each_job_once(store: str,
     assert len(links) == 2 and set(links["tags.measured_in"]) == set(jobs["run_id"])
 
 
-def test_runs_left_running_by_a_killed_sweep_are_ended_by_the_next(store: str, tmp_path: Path) -> None:
-    args = [
-        "-m",
-        f"hydra.searchpath=[file://{TEST_CONF}]",
-        "plugins=[tests.plugins.fault_models]",
+def start_hanging_sweep(store: str, sweep_dir: Path) -> subprocess.Popen:
+    """A sweep whose job hangs in its first call, returned once that job's child is measuring."""
+    args = ["-m", f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]"]
+    args += [
         "model=hang",
+        *QUICK,
+        "measure.timeout_s=300",
+        f"tracking.uri={store}",
+        f"hydra.sweep.dir={sweep_dir}",
     ]
-    args += [*QUICK, "measure.timeout_s=300", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'a'}"]
     proc = start_bench(args, env={"PYTHONUNBUFFERED": "1"})
-    for line in proc.stdout:  # until the hanging job's child is measuring
+    for line in proc.stdout:
         if "measuring in a child process" in line:
             break
+    return proc
+
+
+def test_runs_left_running_by_a_killed_sweep_are_ended_by_the_next(store: str, tmp_path: Path) -> None:
+    proc = start_hanging_sweep(store, tmp_path / "a")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     running = all_runs(store).query("status == 'RUNNING'")
@@ -217,17 +224,7 @@ def test_exit_codes_say_whether_every_job_ended_with_a_result(store: str, tmp_pa
 
 
 def test_sigterm_ends_a_sweep_with_one_line_and_no_traceback(store: str, tmp_path: Path) -> None:
-    args = [
-        "-m",
-        f"hydra.searchpath=[file://{TEST_CONF}]",
-        "plugins=[tests.plugins.fault_models]",
-        "model=hang",
-    ]
-    args += [*QUICK, "measure.timeout_s=300", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 's'}"]
-    proc = start_bench(args, env={"PYTHONUNBUFFERED": "1"})
-    for line in proc.stdout:
-        if "measuring in a child process" in line:
-            break
+    proc = start_hanging_sweep(store, tmp_path / "s")
     time.sleep(2)
     proc.send_signal(signal.SIGTERM)
     rest, _ = proc.communicate(timeout=60)
