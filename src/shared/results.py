@@ -22,9 +22,6 @@ class Names:
             raise AttributeError(f"no metric or tag named {name!r}")
         return name
 
-    def __iter__(self):
-        return iter(sorted(self._names))
-
 
 def names_of(cls: type, *extra: str) -> Names:
     return Names(*(f.name for f in fields(cls)), *extra)

@@ -137,10 +137,6 @@ class GpuConfig:
         _raise(problems)
 
     @property
-    def is_cpu(self) -> bool:
-        return self.index == "cpu"
-
-    @property
     def is_any(self) -> bool:
         """`gpu=any`: the runner claims a free GPU and gives the job its index (`claimed`)."""
         return self.index == "any"
