@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from src.parent import tracking
-from src.shared.results import ENERGY, JOB, LATENCY, NAMEPLATE, TRACE
+from src.shared.results import ENERGY, JOB, LATENCY, NAMEPLATE, STABLE, TRACE
 
 
 def metric(name: str) -> str:
@@ -51,8 +51,11 @@ COLUMNS = [
     ("batch", "params.batch_size"),
     ("shape", "params.input_shape"),
     ("device", tag(JOB.gpu_name)),
+    ("smoke", "params.smoke"),
     ("status", tag(JOB.status)),
+    ("stable", tag(STABLE.stable)),
     ("img/s", metric(LATENCY.throughput_img_s)),
+    ("spread %", metric(LATENCY.throughput_spread_pct)),
     ("window img/s", metric(LATENCY.throughput_window_img_s)),
     ("p50 ms", metric(LATENCY.latency_p50_ms)),
     ("p99 ms", metric(LATENCY.latency_p99_ms)),
@@ -93,6 +96,8 @@ def main() -> None:
             if isinstance(value, float):
                 value = "" if value != value else f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
             text = "" if value is None else str(value)
+            if key == "params.smoke":
+                text = "SMOKE" if text == "true" else ""
             row.append((text.splitlines() or [""])[0][:70])
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]

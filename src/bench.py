@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 
 from src import PROJECT_ROOT
 from src.parent import config as _config
-from src.parent.runner import run_job
+from src.parent import follow
+from src.parent.runner import over_budget, run_job
 from src.parent.sweep import exit_code, note_statuses, refuse
 from src.parent.tracking import PARENT_ENV, parent_run_id
 from src.shared.errors import ConfigError
@@ -39,6 +40,9 @@ def _terminated(signum: int, frame: object) -> None:
 def main(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
     sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+    if sweep_dir is not None and _config.beyond_study_rows(cfg):
+        _drop_folder(Path(hc.runtime.output_dir))  # not a cell of the study: no job, no run, no folder
+        return "absent"
     try:  # validated by the callback already for the basic sweeper; every job checks itself again
         spec = _config.to_spec(cfg)
     except ConfigError as exc:
@@ -47,9 +51,24 @@ def main(cfg: DictConfig) -> str:
     # a folder of its own, even if another sweep or run was given the same output folder: the child's spec
     # and progress files are never shared
     job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=hc.runtime.output_dir))
-    result, _ = run_job(cfg, spec, job_dir, parent_run_id(sweep_dir), refused=refused)
+    where = follow.position(sweep_dir, hc.job.num if sweep_dir is not None else None)
+    parent = parent_run_id(sweep_dir)
+    skip = over_budget(cfg, spec, parent) if sweep_dir is not None and not refused else None
+    result, run_id = run_job(cfg, spec, job_dir, parent, refused=refused, where=where, skip=skip)
     note_statuses([result.status.value])
+    if sweep_dir is not None and parent:
+        follow.count_done(cfg, parent)
+    else:
+        follow.single_run_end(cfg, run_id, result.status.value)
     return result.status.value
+
+
+def _drop_folder(path: Path) -> None:
+    """The folder Hydra made for a combination that is not a job, if it holds only Hydra's own files."""
+    import shutil
+
+    if path.is_dir() and {p.name for p in path.iterdir()} <= {".hydra", "bench.log"}:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def run() -> int:

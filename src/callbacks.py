@@ -26,7 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from src import upload
-from src.parent import tracking
+from src.parent import answers, follow, tracking
 from src.parent.sweep import (
     check_surroundings,
     note_statuses,
@@ -67,7 +67,8 @@ class BenchCallback(Callback):
         return exp_id
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        validate_or_exit(sweep_configs(config))
+        composed = sweep_configs(config)
+        numbers = validate_or_exit(composed) if composed else None  # None: another sweeper's grid
         check_surroundings(config, Path(config.hydra.sweep.dir))
         exp_id = self._open_store(config)
         tags = {
@@ -96,9 +97,14 @@ class BenchCallback(Callback):
         atexit.register(self._stopped)
         os.environ[PARENT_ENV] = parent
         sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        follow.write_sweep(sweep_dir, numbers)
+        total = len(numbers) if numbers is not None else None
         (sweep_dir / PARENT_FILE).write_text(parent)
-        log.info("MLflow: sweep runs go under parent run %s at %s", parent, self._client.tracking_uri)
+        if total:
+            tracking.log_all(self._client, parent, metrics={"jobs_total": total, "jobs_done": 0})
+        log.info(
+            "MLflow: %s jobs go under parent run %s at %s", total or "the", parent, self._client.tracking_uri
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._parent = None  # every job ended by itself
@@ -106,7 +112,7 @@ class BenchCallback(Callback):
         if not parent or self._client is None:
             return
         try:
-            self._summarise(parent)
+            self._summarise(parent, config)
         except Exception as exc:  # the tracking server went away: the jobs' results are kept on disk
             log.warning("could not read the sweep back from MLflow (%s: %s)", type(exc).__name__, exc)
             if self._own_parent:
@@ -115,15 +121,60 @@ class BenchCallback(Callback):
                 log.warning("the sweep's results wait on disk: `python -m src.upload %s`", sweep_dir)
                 self._own_parent = None  # ended by the upload, not as KILLED on the way out
 
-    def _summarise(self, parent: str) -> None:
-        runs = tracking.children(self._client, parent)
+    def _summarise(self, parent: str, config: DictConfig) -> None:
+        client = self._client
+        runs = tracking.children(client, parent)
         counts = Counter(r.data.tags.get(JOB.status, "unknown") for r in runs)
         note_statuses(counts, replace=True)  # every job of the sweep, wherever its launcher ran it
-        tracking.log_all(self._client, parent, tags={f"jobs_{k}": str(v) for k, v in counts.items()})
+        tracking.log_all(client, parent, tags={f"jobs_{k}": str(v) for k, v in counts.items()})
+        tracking.log_all(client, parent, metrics={"jobs_done": len(runs)})
+        answers.annotate_sweep(client, runs)
+        runs = tracking.children(client, parent)  # with the speed-ups just logged
         linked = {r.data.tags[JOB.measured_in] for r in runs if JOB.measured_in in r.data.tags}
-        figures = {i: self._client.get_run(i).data.metrics for i in linked}
+        figures = {i: client.get_run(i).data.metrics for i in linked}
         print(summary_table(runs, figures), file=sys.stderr)
+        report_path = self._report(parent, config, runs)
+        exp_id = client.get_run(parent).info.experiment_id
+        models = sorted({r.data.params.get("model", "") for r in runs} - {""})
+        keys = answers.set_up_views(client, exp_id, models)
+        uri = client.tracking_uri
+        name = client.get_run(parent).info.run_name
+        lines = [
+            f"sweep {name} ({parent}): {len(runs)} jobs, "
+            + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())),
+            f"  in the MLflow UI: {answers.view_link(uri, exp_id, keys[0])}{answers.ui_hint(uri)}",
+            *(
+                f"  {m} only: {answers.view_link(uri, exp_id, k)}"
+                for m, k in zip(models, keys[1:], strict=True)
+            ),
+        ]
+        if report_path:
+            lines.append(f"  report: {report_path / 'report.md'} (also logged to the sweep's run)")
+        print("\n".join(lines), file=sys.stderr)
         self._end_parent("FINISHED")
+
+    def _report(self, parent: str, config: DictConfig, runs: list) -> Path | None:
+        """The sweep's report, logged to its parent run, and its best runs tagged (report.at_end=false:
+        neither). A report that cannot be made never fails the sweep."""
+        if not config.report.at_end or not runs:
+            return None
+        from src import report
+
+        out = Path(config.report.out or Path(config.hydra.sweep.dir) / "report")
+        try:
+            experiment = self._client.get_experiment(self._client.get_run(parent).info.experiment_id).name
+            made = report.make(self._client.tracking_uri, experiment, parent, None, out, log_to_run=True)
+        except Exception as exc:
+            log.warning("could not write the sweep's report (%s: %s)", type(exc).__name__, exc)
+            return None
+        if made is None:
+            return None
+        _, best = made
+        ids = set(best["run_id"]) if not best.empty else set()
+        # a best figure measured in an earlier sweep: tag this sweep's link to it
+        links = {r.data.tags.get(JOB.measured_in): r.info.run_id for r in runs}
+        answers.tag_best(self._client, runs, {links.get(i, i) for i in ids})
+        return out
 
     def _stopped(self) -> None:
         """At exit, for a sweep that never reached on_multirun_end. A SLURM sweep's jobs run on and end

@@ -22,11 +22,13 @@ from typing import Any
 from src import PROJECT_ROOT
 from src.models import MODELS
 from src.parent import tracking
+from src.parent.answers import fmt_img_s
 from src.shared.errors import ConfigError
-from src.shared.results import JOB, LATENCY, LINK, NAMEPLATE, PARITY
+from src.shared.results import JOB, LATENCY, LINK, NAMEPLATE, PARITY, STABLE, Stability
 from src.shared.spec import Precision
 
 FAIL_MARK = " †"
+UNSTABLE_MARK = " ~"
 
 
 def study_columns(conf: Path = PROJECT_ROOT / "conf") -> dict[str, tuple[str, str]]:
@@ -91,7 +93,9 @@ def latest_sweep(uri: str | None, experiment: str) -> str | None:
 
 
 def tidy(df: Any) -> Any:
-    """One row per cell (model, batch, backend, precision, tf32, layout, GPU): the newest run."""
+    """One row per cell (model, batch, backend, precision, tf32, layout, compile mode, GPU): the newest run,
+    whose figure is the median over every ok run of the same `config_key` (`img_s_min`/`img_s_max`/`runs`
+    beside it; one run: its timed windows' spread, `spread_pct`)."""
     import pandas as pd
 
     def col(name: str, default: Any = None) -> Any:
@@ -107,20 +111,38 @@ def tidy(df: Any) -> Any:
             "precision": col("params.precision"),
             "tf32": col("params.tf32", "default"),
             "channels_last": col("params.channels_last", "false"),
+            "mode": col("params.backend.mode").fillna("-"),
+            "smoke": col("params.smoke", "false").fillna("false"),
             "gpu": col(f"tags.{JOB.gpu_name}").fillna("(not identified)"),
             "status": col(f"tags.{JOB.status}").fillna("unknown"),
-            "img_s": col(f"metrics.{LATENCY.throughput_img_s}"),
+            "img_s": pd.to_numeric(col(f"metrics.{LATENCY.throughput_img_s}"), errors="coerce"),
             "p50_ms": col(f"metrics.{LATENCY.latency_p50_ms}"),
             "p99_ms": col(f"metrics.{LATENCY.latency_p99_ms}"),
             "img_per_j": col("metrics.img_per_j"),
             "img_s_per_plate_w": col(f"metrics.{NAMEPLATE.img_per_s_per_nameplate_w}"),
             "parity": col(f"tags.{PARITY.parity}").fillna("-"),
             "rel_l2": col(f"metrics.{PARITY.parity_rel_l2_err}"),
+            "windows_spread_pct": col(f"metrics.{LATENCY.throughput_spread_pct}"),
+            "stable": col(f"tags.{STABLE.stable}").fillna("-"),
+            "config_key": col(f"tags.{JOB.config_key}").fillna(""),
             "run_id": col("run_id"),
         }
     )
-    keys = ["model", "shape", "batch", "backend", "precision", "tf32", "channels_last", "gpu"]
-    return t.drop_duplicates(keys, keep="first").reset_index(drop=True)  # input is newest first
+    keys = ["model", "shape", "batch", "backend", "precision", "tf32", "channels_last", "mode", "gpu"]
+    ok = t[(t["status"] == "ok") & t["img_s"].notna() & (t["config_key"] != "")]
+    agg = ok.groupby("config_key")["img_s"].agg(["median", "min", "max", "count"])
+    t = t.drop_duplicates(keys, keep="first").reset_index(drop=True)  # input is newest first
+    measured = t["config_key"].isin(agg.index) & (t["status"] == "ok")
+    picked = agg.reindex(t["config_key"]).set_index(t.index)
+    t["runs"] = picked["count"].where(measured).fillna(0).astype(int)
+    t["img_s_min"] = picked["min"].where(measured)
+    t["img_s_max"] = picked["max"].where(measured)
+    t.loc[measured, "img_s"] = picked.loc[measured, "median"]
+    across = 100 * (t["img_s_max"] - t["img_s_min"]) / t["img_s"]
+    t["spread_pct"] = across.where(t["runs"] > 1, t["windows_spread_pct"])
+    wobbly = (t["runs"] > 1) & (t["spread_pct"] > Stability.SPREAD_PCT)
+    t.loc[wobbly & measured, "stable"] = "false"
+    return t
 
 
 def cell(row: Any) -> str:
@@ -128,8 +150,64 @@ def cell(row: Any) -> str:
         return "-"
     if row["status"] != "ok" or row["img_s"] != row["img_s"]:
         return str(row["status"]).upper()
-    figure = f"{row['img_s']:.1f}" if row["img_s"] < 100 else f"{row['img_s']:.0f}"
-    return figure + (FAIL_MARK if row["parity"] == "fail" else "")
+    marks = FAIL_MARK if row["parity"] == "fail" else ""
+    marks += UNSTABLE_MARK if row["stable"] == "false" else ""
+    return fmt_img_s(row["img_s"]) + marks
+
+
+def best_available(t: Any) -> Any:
+    """Per model, input shape, batch size and GPU: the fastest ok cell whose output passed the parity check,
+    with its speed-up over eager fp32, measured images per joule and img/s per nameplate watt."""
+    import pandas as pd
+
+    wide = wide_table(t)
+    ok = wide[(wide["status"] == "ok") & (wide["parity"] == "pass") & wide["img_s"].notna()]
+    rows = []
+    for (model, shape, batch, gpu), group in ok.groupby(["model", "shape", "batch", "gpu"], sort=True):
+        best = group.sort_values("img_s", ascending=False).iloc[0]
+        rows.append(
+            {
+                "model": model,
+                "shape": shape,
+                "batch": int(batch),
+                "gpu": gpu,
+                "configuration": label(best),
+                "img_s": best["img_s"],
+                "speedup_vs_eager_fp32": best["speedup_vs_eager_fp32"],
+                "img_per_j": best["img_per_j"],
+                "img_s_per_plate_w": best["img_s_per_plate_w"],
+                "stable": best["stable"],
+                "run_id": best["run_id"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def best_cell(best: Any, model: str, shape: str, batch: int, gpu: str) -> dict[str, str]:
+    """The study table's "Best available" columns for one row."""
+    match = (
+        best[
+            (best["model"] == model)
+            & (best["shape"] == shape)
+            & (best["batch"] == batch)
+            & (best["gpu"] == gpu)
+        ]
+        if not best.empty
+        else best
+    )
+    if match.empty:
+        return dict.fromkeys(
+            ("Best available", "Best img/s", "Best speed-up", "Best img/J", "Best img/s/W"), "-"
+        )
+    b = match.iloc[0]
+    gain = b["speedup_vs_eager_fp32"]
+    return {
+        "Best available": b["configuration"],
+        "Best img/s": fmt_img_s(b["img_s"]) + (UNSTABLE_MARK if b["stable"] == "false" else ""),
+        "Best speed-up": f"{gain:.2f}x" if gain == gain and gain is not None else "-",
+        "Best img/J": _fmt(b["img_per_j"]) or "-",
+        "Best img/s/W": _fmt(b["img_s_per_plate_w"]) or "-",
+    }
 
 
 def _pick(t: Any, **match: Any) -> Any:
@@ -139,38 +217,45 @@ def _pick(t: Any, **match: Any) -> Any:
     return None if rows.empty else rows.iloc[0]
 
 
-def study_table(t: Any, gpu: str) -> Any:
-    """The study's layout for one GPU: Task | Batch Size | four columns | Improvement | Energy efficiency."""
+def study_table(t: Any, gpu: str, best: Any = None) -> Any:
+    """The study's layout for one GPU: Task | Batch Size | four columns | Improvement | Energy efficiency,
+    then the best available configuration of the row (any backend, precision, layout or mode)."""
     import pandas as pd
 
+    best = best_available(t) if best is None else best
     base = t[(t["gpu"] == gpu) & (t["tf32"] == "default") & (t["channels_last"] == "false")]
+    base = base[base["mode"].isin(["-", "default"])]
     rows = []
     for (model, shape, batch), group in base.groupby(["model", "shape", "batch"], sort=True):
         picked = {name: _pick(group, backend=b, precision=p) for name, (b, p) in STUDY_COLUMNS.items()}
         tags = group["task"].dropna()
         task = task_title(model, tags.iloc[0] if len(tags) else None)
-        row: dict[str, Any] = {"Task": f"{task} ({model}, {shape})", "Batch Size": int(batch)}
+        smoke = " smoke" if (group["smoke"] == "true").any() else ""
+        row: dict[str, Any] = {"Task": f"{task} ({model}, {shape}{smoke})", "Batch Size": int(batch)}
         row.update({name: cell(r) for name, r in picked.items()})
         pt, trt = picked[next(iter(STUDY_COLUMNS))], picked[list(STUDY_COLUMNS)[-1]]
         ok = pt is not None and trt is not None and pt["status"] == "ok" and trt["status"] == "ok"
         row["Improvement (TRT vs PT)"] = f"{trt['img_s'] / pt['img_s']:.2f}x" if ok else "-"
         eff = trt["img_s_per_plate_w"] if trt is not None and trt["status"] == "ok" else None
         row["Energy efficiency (img/s/W)"] = f"{eff:.2f}" if eff is not None and eff == eff else "-"
+        row.update(best_cell(best, model, shape, int(batch), gpu))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def headline(t: Any) -> Any:
-    """Per model and batch, across GPUs: the four columns' images/s."""
+def headline(t: Any, best: Any = None) -> Any:
+    """Per model and batch, across GPUs: the four columns' images/s and the best available."""
     import pandas as pd
 
+    best = best_available(t) if best is None else best
     rows = []
-    base = t[(t["tf32"] == "default") & (t["channels_last"] == "false")]
+    base = t[(t["tf32"] == "default") & (t["channels_last"] == "false") & t["mode"].isin(["-", "default"])]
     for (model, shape, batch, gpu), group in base.groupby(["model", "shape", "batch", "gpu"], sort=True):
         row = {"Model": model, "Input": shape, "Batch Size": int(batch), "GPU": gpu}
         row.update(
             {name: cell(_pick(group, backend=b, precision=p)) for name, (b, p) in STUDY_COLUMNS.items()}
         )
+        row.update(best_cell(best, model, shape, int(batch), gpu))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -179,72 +264,25 @@ def wide_table(t: Any) -> Any:
     """Every backend and precision: images/s, speed-up over eager fp32, energy, latency, parity."""
     t = t.copy()
     ref = t[(t["backend"] == "eager") & (t["precision"] == "fp32") & (t["tf32"] == "default")]
-    ref = ref[(ref["channels_last"] == "false") & (ref["status"] == "ok")]
+    ref = ref[(ref["channels_last"] == "false") & (ref["status"] == "ok") & (ref["mode"] == "-")]
     base = {(r.model, r.shape, r.batch, r.gpu): r.img_s for r in ref.itertuples()}
     t["speedup_vs_eager_fp32"] = [
         r.img_s / base[k] if r.status == "ok" and (k := (r.model, r.shape, r.batch, r.gpu)) in base else None
         for r in t.itertuples()
     ]
-    order = ["gpu", "model", "shape", "batch", "backend", "precision", "tf32", "channels_last"]
-    columns = [*order, "status", "img_s", "speedup_vs_eager_fp32", "p50_ms", "p99_ms", "img_per_j"]
-    columns += ["img_s_per_plate_w", "parity", "rel_l2", "run_id"]
+    order = ["gpu", "model", "shape", "batch", "backend", "precision", "tf32", "channels_last", "mode"]
+    columns = [*order, "status", "img_s", "img_s_min", "img_s_max", "runs", "spread_pct", "stable"]
+    columns += ["speedup_vs_eager_fp32", "p50_ms", "p99_ms", "img_per_j", "img_s_per_plate_w", "parity"]
+    columns += ["rel_l2", "smoke", "run_id"]
     return t.sort_values(order)[columns].reset_index(drop=True)
 
 
 def label(r: Any) -> str:
+    """backend, precision, layout and compile mode: "compile fp16 CL max-autotune-no-cudagraphs"."""
     precision = Precision.from_params(r["precision"], r["tf32"]).label
-    return f"{r['backend']} {precision}" + (" CL" if r["channels_last"] == "true" else "")
-
-
-def plots(wide: Any, out: Path) -> list[Path]:
-    """Throughput vs batch per backend (a panel per model), images per joule, speed-up over eager fp32."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = wide[wide["status"] == "ok"].copy()
-    if ok.empty:
-        return []
-    ok["label"] = [label(r) for _, r in ok.iterrows()]
-    models = sorted(ok["model"].unique())
-    files = []
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
-        for (lab, gpu), g in ok[ok["model"] == model].groupby(["label", "gpu"]):
-            g = g.sort_values("batch")
-            ax.plot(g["batch"], g["img_s"], marker="o", label=f"{lab} ({gpu})")
-        batches = sorted(ok.loc[ok["model"] == model, "batch"].unique())
-        ax.set(title=model, xlabel="batch size", ylabel="images/s", xscale="log")
-        ax.set_xticks(batches, [str(b) for b in batches], minor=False)  # the batch sizes run
-        ax.set_xticks([], minor=True)
-        ax.set_ylim(bottom=0)  # from zero: a 1% gap looks like a 1% gap
-        ax.legend(fontsize=7)
-    files.append(_save(fig, out / "throughput_vs_batch.png"))
-    for metric, title, name in (
-        ("img_per_j", "images per joule (measured)", "images_per_joule.png"),
-        ("speedup_vs_eager_fp32", "speed-up over eager fp32", "speedup_vs_eager_fp32.png"),
-    ):
-        data = ok.dropna(subset=[metric])
-        if data.empty:
-            continue
-        fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
-        for ax, model in zip(axes[0], models, strict=True):
-            d = data[data["model"] == model].sort_values(["batch", "label"])
-            ax.barh([f"{r.label} b{r.batch} ({r.gpu})" for r in d.itertuples()], d[metric])
-            ax.set(title=f"{model}: {title}")
-            ax.tick_params(axis="y", labelsize=7)
-        files.append(_save(fig, out / name))
-    return files
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    mode = r.get("mode", "-")
+    text = f"{r['backend']} {precision}" + (" CL" if r["channels_last"] == "true" else "")
+    return text + (f" {mode}" if mode not in ("-", "default", None) and mode == mode else "")
 
 
 def markdown(frame: Any) -> str:
@@ -263,32 +301,72 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def write(t: Any, out: Path, source: str) -> list[Path]:
+def write(t: Any, out: Path, source: str, best: Any = None) -> tuple[list[Path], Any]:
+    """report.md, the tables as CSV and the plots; returns the files and the best-available table
+    (`best`: chosen among other runs than the report's, e.g. the whole experiment's)."""
+    from src import report_plots
+
     out.mkdir(parents=True, exist_ok=True)
     wide = wide_table(t)
+    best = best_available(t) if best is None else best
     reference, subject = next(iter(STUDY_COLUMNS)), list(STUDY_COLUMNS)[-1]
     parts = [
         "# Inference benchmark report\n",
-        f"Source: {source}. Figures are images/s (batch size / mean latency, CUDA events on a GPU), the "
-        f"newest run per cell. Improvement = {subject} / {reference}; energy efficiency = {subject} "
-        f"images/s per nameplate watt, as the study states it.{FAIL_MARK}: the output failed the parity "
-        "check against eager fp32.\n",
+        f"Source: {source}. Figures are images/s (batch size / mean latency, CUDA events on a GPU): per "
+        "cell the newest configuration, its figure the median over every ok run of the same config key "
+        "(`runs`, `img_s_min`-`img_s_max` in the wide table; one run: the spread of its timed windows). "
+        f"Improvement = {subject} / {reference}; energy efficiency = {subject} images/s per nameplate watt, "
+        "as the study states it. **Best available**: the fastest ok run of the row, any backend, "
+        "precision, layout and compile mode, whose output passed the parity check against eager fp32, with "
+        "its speed-up over eager fp32, measured images per joule and images/s per nameplate watt.\n",
+        f"Marks:{FAIL_MARK} the output failed the parity check;{UNSTABLE_MARK} unstable (its spread, latency "
+        "CoV or GPU busy share passed the thresholds of docs/metrics.md, or a smoke run); `smoke` in the "
+        "task: tiny smoke inputs, not for comparing.\n",
     ]
     files = []
-    for i, gpu in enumerate(sorted(t["gpu"].unique())):
-        table = study_table(t, gpu)
+    tables = {gpu: study_table(t, gpu, best) for gpu in sorted(t["gpu"].unique())}
+    # a GPU without a row (e.g. "(not identified)": only runs stopped before the card was known) is left out
+    shown = {g: tab for g, tab in tables.items() if not tab.empty} or dict(list(tables.items())[:1])
+    for i, (gpu, table) in enumerate(shown.items()):
         parts += [f"## {gpu}\n", markdown(table)]
         files.append(out / f"study_{i}.csv")
         table.assign(GPU=gpu).to_csv(files[-1], index=False)
-    head = headline(t)
+    head = headline(t, best)
     parts += ["## Headline: each model across GPUs\n", markdown(head)]
+    parts += ["## Best available per model, input, batch size and GPU\n", markdown(best)]
     parts += ["## Every backend and precision\n", markdown(wide.drop(columns=["run_id"]))]
     head.to_csv(out / "headline.csv", index=False)
+    best.to_csv(out / "best.csv", index=False)
     wide.to_csv(out / "wide.csv", index=False)
-    pngs = plots(wide, out)
-    parts += ["## Plots\n", *(f"![{p.stem}]({p.name})\n" for p in pngs)]
+    drawn = report_plots.draw(wide, out, label)
+    parts += ["## Plots\n"]
+    for title, png, note in drawn:
+        parts.append(f"### {title}\n\n![{png.stem}]({png.name})\n" if png else f"### {title}\n\n{note}\n")
     (out / "report.md").write_text("\n".join(parts), encoding="utf-8")
-    return [*files, out / "headline.csv", out / "wide.csv", out / "report.md", *pngs]
+    pngs = [png for _, png, _ in drawn if png]
+    tables = [out / "headline.csv", out / "best.csv", out / "wide.csv", out / "report.md"]
+    return [*files, *tables, *pngs], best
+
+
+def make(
+    uri: str | None, experiment: str, parent: str | None, extra: str | None, out: Path, log_to_run: bool
+) -> tuple[list[Path], Any] | None:
+    """Read the runs, write the report, log it to the sweep's parent run; None when there is no job run."""
+    df = load_runs(uri, experiment, parent, extra)
+    if df.empty:
+        return None
+    source = f"experiment '{experiment}'" + (f", sweep {parent}" if parent else "")
+    source += f", filter {extra}" if extra else ""
+    best = None
+    if parent:  # a sweep's rows, and for each the best run of the whole experiment (any sweep, any preset)
+        best = best_available(tidy(load_runs(uri, experiment, None, extra)))
+        source += "; best available: among every job run of the experiment"
+    files, best = write(tidy(df), out, source, best)
+    if parent and log_to_run:
+        client = tracking.open_client(tracking.tracking_uri(uri))
+        for f in files:
+            client.log_artifact(parent, str(f), artifact_path="report")
+    return files, best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,21 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         argv = shlex.split(argv[0])
     a = ap.parse_args(argv)
     parent = a.parent or (latest_sweep(a.uri, a.experiment) if a.sweep else None)
-    df = load_runs(a.uri, a.experiment, parent, a.filter)
-    if df.empty:
+    made = make(a.uri, a.experiment, parent, a.filter, Path(a.out), not a.no_log)
+    if made is None:
         print(f"no job runs in experiment '{a.experiment}'" + (f" under sweep {parent}" if parent else ""))
         return 1
-    source = (
-        f"experiment '{a.experiment}'"
-        + (f", sweep {parent}" if parent else "")
-        + (f", filter {a.filter}" if a.filter else "")
-    )
-    files = write(tidy(df), Path(a.out), source)
+    files, _ = made
     logged = bool(parent) and not a.no_log
-    if logged:
-        client = tracking.open_client(tracking.tracking_uri(a.uri))
-        for f in files:
-            client.log_artifact(parent, str(f), artifact_path="report")
     print(f"wrote {len(files)} files to {a.out}" + (f" and logged them to run {parent}" if logged else ""))
     return 0
 

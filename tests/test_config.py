@@ -152,4 +152,4 @@ def test_spec_round_trips_through_json_and_gives_flat_params() -> None:
     assert params["input_shape"] == "4x16x16x16"
     assert params["model.blocks_down"] == "1,2,2,4"
     assert params["backend.method"] == "auto"
-    assert params["measure.min_duration_s"] == "3.0"
+    assert params["measure.min_duration_s"] == "1.0" and params["measure.repeats"] == "3"

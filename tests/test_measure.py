@@ -24,7 +24,7 @@ def sleeper(ms: float):
 
 def test_each_iteration_is_timed_against_known_work() -> None:
     fn, _ = sleeper(20)
-    timing = timed_loop(fn, None, CPU, LoopSettings(warmup_iters=0, min_iters=8, min_duration_s=0))
+    timing = timed_loop(fn, None, CPU, LoopSettings(warmup_iters=0, repeats=1, min_iters=8, min_duration_s=0))
     assert len(timing.latencies_ms) == 8
     median = sorted(timing.latencies_ms)[4]
     assert 19.5 <= median <= 30, median  # time.sleep overshoots a little, never undershoots
@@ -36,21 +36,43 @@ def test_each_iteration_is_timed_against_known_work() -> None:
 
 def test_warmup_calls_are_run_but_not_timed() -> None:
     fn, calls = sleeper(1)
-    timing = timed_loop(fn, "x", CPU, LoopSettings(warmup_iters=3, min_iters=4, min_duration_s=0))
+    timing = timed_loop(fn, "x", CPU, LoopSettings(warmup_iters=3, repeats=1, min_iters=4, min_duration_s=0))
     assert len(calls) == 7 and len(timing.latencies_ms) == 4
 
 
 def test_loop_runs_until_the_minimum_duration_when_iterations_come_first() -> None:
     fn, _ = sleeper(5)
-    timing = timed_loop(fn, None, CPU, LoopSettings(warmup_iters=0, min_iters=2, min_duration_s=0.3))
+    timing = timed_loop(
+        fn, None, CPU, LoopSettings(warmup_iters=0, repeats=1, min_iters=2, min_duration_s=0.3)
+    )
     assert timing.window_s >= 0.3
     assert len(timing.latencies_ms) >= 10  # far past min_iters=2: the duration, not the count, ended it
 
 
 def test_loop_runs_until_the_minimum_count_when_duration_comes_first() -> None:
     fn, _ = sleeper(30)
-    timing = timed_loop(fn, None, CPU, LoopSettings(warmup_iters=0, min_iters=6, min_duration_s=0.01))
+    timing = timed_loop(
+        fn, None, CPU, LoopSettings(warmup_iters=0, repeats=1, min_iters=6, min_duration_s=0.01)
+    )
     assert len(timing.latencies_ms) == 6
+
+
+def test_repeated_windows_each_follow_the_rules_and_give_the_spread() -> None:
+    calls = []
+
+    def fn(x: object) -> None:  # the second window is twice as slow as the first and the third
+        calls.append(x)
+        time.sleep(0.004 if 6 <= len(calls) < 12 else 0.002)
+
+    settings = LoopSettings(warmup_iters=0, repeats=3, min_iters=6, min_duration_s=0)
+    timing = timed_loop(fn, None, CPU, settings)
+    assert timing.window_sizes == (6, 6, 6) and len(timing.latencies_ms) == 18
+    stats = summarize(timing, batch_size=1)
+    assert stats.repeats == 3
+    # window throughputs ~500, ~250, ~500 img/s: (max - min) / median ~ 50%
+    assert 30 < stats.throughput_spread_pct < 70, stats.throughput_spread_pct
+    steady = summarize(Timing([2.0] * 6, 0.1, window_sizes=(3, 3)), batch_size=1)
+    assert steady.repeats == 2 and steady.throughput_spread_pct == 0.0
 
 
 def test_statistics_on_known_latencies() -> None:

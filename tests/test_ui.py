@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import quote
@@ -63,7 +64,18 @@ def test_the_ui_lists_the_sweeps_runs_and_compares_them(
         metric.first.scroll_into_view_if_needed(timeout=10_000)
         body = page.inner_text("body")
         page.screenshot(path=str(shots / "mlflow-compare.png"))
+        # the saved view the sweep printed: the key columns shown without touching the column picker
+        link = re.search(r"in the MLflow UI: (\S+)", out.stderr).group(1)
+        page.goto(link.replace("http://127.0.0.1:5000", mlflow_server))
+        header = page.get_by_text("throughput_img_s", exact=True).first
+        header.wait_for(timeout=60_000)
+        page.get_by_text("backend", exact=True).first.wait_for(timeout=30_000)
+        view = page.inner_text("body")
+        page.screenshot(path=str(shots / "mlflow-saved-view.png"))
         browser.close()
+    assert "Error loading shared view state" not in view
+    for run in jobs:  # each job run listed in the view, with its throughput in the table
+        assert run.info.run_name in view
     for run in jobs:  # side by side: each run's name and its throughput (MLflow shows 4-5 digits)
         assert run.info.run_name in body
         assert f"{run.data.metrics['throughput_img_s']:.5g}"[:4] in body

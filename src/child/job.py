@@ -215,7 +215,8 @@ def _build_and_measure(
 
     meter, no_meter = energy.open_meter(device.type, device.index if device.type == "cuda" else None)
     m = spec.measure
-    min_window = max(m.min_duration_s, spec.telemetry.energy_min_window_s if meter else 0.0)
+    # the energy window spans every timed window: together they last at least energy_min_window_s
+    min_window = max(m.min_duration_s, spec.telemetry.energy_min_window_s / m.repeats if meter else 0.0)
     with torch.inference_mode():
         progress.phase("first_call")
         progress.metrics({JOB.first_call_ms: time_single_call_ms(fn, x, device)})

@@ -3,9 +3,12 @@
 Rules: inputs live on the device before timing starts; calls run under `torch.inference_mode()` (the
 caller's job); warm-up calls run first and are not timed; the device is synchronised at both edges of the
 timed window; each iteration is timed on the device (CUDA events on a GPU, `perf_counter_ns` on the CPU);
-the loop runs until BOTH `min_iters` iterations and `min_duration_s` seconds are reached. Counters that
-belong to the same window (energy) are read right after the synchronisations at its edges.
-Throughput = batch size / mean latency. The window's wall time (sync to sync) is kept as a cross-check.
+the timed part is `repeats` windows back to back, each running until BOTH `min_iters` iterations and
+`min_duration_s` seconds are reached. Counters that belong to the measurement (energy) are read right after
+the synchronisations at its edges (before the first window, after the last).
+Throughput = batch size / mean latency over every timed iteration; each window's own throughput gives the
+spread, `throughput_spread_pct` = 100 * (max - min) / median. The wall time (sync to sync) is kept as a
+cross-check.
 """
 
 from __future__ import annotations
@@ -29,9 +32,17 @@ LoopSettings = MeasureConfig  # the loop reads the measure section: warmup_iters
 
 @dataclass(frozen=True)
 class Timing:
-    latencies_ms: list[float]  # one per timed iteration, device time
-    window_s: float  # wall time of the timed window, synchronised at both edges
+    latencies_ms: list[float]  # one per timed iteration, device time, windows one after another
+    window_s: float  # wall time of the timed windows, synchronised at both edges
     edges: tuple[Any, Any] = (None, None)  # what `edge()` read just after each synchronisation
+    window_sizes: tuple[int, ...] = ()  # iterations per window (empty: one window)
+
+    def windows(self) -> list[list[float]]:
+        sizes, out, start = self.window_sizes or (len(self.latencies_ms),), [], 0
+        for n in sizes:
+            out.append(self.latencies_ms[start : start + n])
+            start += n
+        return out
 
 
 def synchronize(device: torch.device) -> None:
@@ -57,24 +68,30 @@ def timed_loop(
     settings: LoopSettings,
     edge: Callable[[], Any] = lambda: None,
 ) -> Timing:
-    """Warm up, then time until both minimums are met. `edge` is read right after the device is
-    synchronised at the start and at the end of the window (energy counters, wall-clock stamps)."""
+    """Warm up, then time `repeats` windows, each until both minimums are met. `edge` is read right
+    after the device is synchronised before the first window and after the last (energy counters, wall-clock
+    stamps)."""
     for _ in range(settings.warmup_iters):
         fn(x)
     synchronize(device)
     first = edge()
-    if device.type == "cuda":
-        latencies, window = _cuda_loop(fn, x, device, settings)
-    else:
-        latencies, window = _host_loop(fn, x, settings)
-    return Timing(latencies, window, (first, edge()))
+    start = time.perf_counter()
+    latencies: list[float] = []
+    sizes = []
+    for _ in range(settings.repeats):
+        loop = _cuda_loop(fn, x, device, settings) if device.type == "cuda" else _host_loop(fn, x, settings)
+        latencies += loop
+        sizes.append(len(loop))
+    synchronize(device)
+    window = time.perf_counter() - start
+    return Timing(latencies, window, (first, edge()), tuple(sizes))
 
 
 def _done(iterations: int, start: float, settings: LoopSettings) -> bool:
     return iterations >= settings.min_iters and time.perf_counter() - start >= settings.min_duration_s
 
 
-def _host_loop(fn: Callable[[Any], Any], x: Any, settings: LoopSettings) -> tuple[list[float], float]:
+def _host_loop(fn: Callable[[Any], Any], x: Any, settings: LoopSettings) -> list[float]:
     latencies: list[float] = []
     start = time.perf_counter()
     while True:
@@ -83,12 +100,10 @@ def _host_loop(fn: Callable[[Any], Any], x: Any, settings: LoopSettings) -> tupl
         latencies.append((time.perf_counter_ns() - t0) / 1e6)
         if _done(len(latencies), start, settings):
             break
-    return latencies, time.perf_counter() - start
+    return latencies
 
 
-def _cuda_loop(
-    fn: Callable[[Any], Any], x: Any, device: torch.device, settings: LoopSettings
-) -> tuple[list[float], float]:
+def _cuda_loop(fn: Callable[[Any], Any], x: Any, device: torch.device, settings: LoopSettings) -> list[float]:
     import torch
 
     events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
@@ -103,8 +118,7 @@ def _cuda_loop(
         if _done(len(events), start, settings):
             break
     torch.cuda.synchronize(device)
-    window = time.perf_counter() - start
-    return [b.elapsed_time(e) for b, e in events], window
+    return [b.elapsed_time(e) for b, e in events]
 
 
 def summarize(timing: Timing, batch_size: int) -> LatencyStats:
@@ -112,6 +126,8 @@ def summarize(timing: Timing, batch_size: int) -> LatencyStats:
     mean = float(lat.mean())
     std = float(lat.std(ddof=1)) if lat.size > 1 else 0.0
     p50, p90, p95, p99 = (float(v) for v in np.percentile(lat, [50, 90, 95, 99]))
+    per_window = [batch_size * 1e3 / float(np.mean(w)) for w in timing.windows() if w]
+    median = float(np.median(per_window))
     return LatencyStats(
         throughput_img_s=batch_size * 1e3 / mean,
         latency_mean_ms=mean,
@@ -124,4 +140,6 @@ def summarize(timing: Timing, batch_size: int) -> LatencyStats:
         iterations=int(lat.size),
         window_s=timing.window_s,
         throughput_window_img_s=batch_size * lat.size / timing.window_s if timing.window_s > 0 else 0.0,
+        repeats=len(per_window),
+        throughput_spread_pct=100.0 * (max(per_window) - min(per_window)) / median if median > 0 else 0.0,
     )

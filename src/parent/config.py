@@ -44,6 +44,17 @@ class TrackingConfig:
 
 
 @dataclass
+class ReportConfig:
+    at_end: bool = True  # a sweep writes its report (src/report.py) and logs it to its parent run as it ends
+    out: str | None = None  # null: <sweep folder>/report
+
+
+@dataclass
+class SearchConfig:
+    budget_s: float | None = None  # per model in a sweep: once its jobs used this much, the rest are skipped
+
+
+@dataclass
 class BenchConfig:
     model: ModelConfig = MISSING  # conf/model/
     backend: BackendConfig = MISSING  # conf/backend/
@@ -54,10 +65,13 @@ class BenchConfig:
     channels_last: bool = False  # model and input in channels-last (2D) / channels-last-3d (3D)
     smoke: bool = False  # each model's smoke_input_shape (tiny; for CPU checks, not for comparing)
     force: bool = False  # re-measure jobs that already have an identical finished `ok` run
+    progress_every_s: float = 15.0  # a running job's phase is printed at least this often
     study_column: str | None = None  # set by conf/study/*.yaml: the study's column this job fills (report)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     plugins: list[str] = field(default_factory=list)  # extra modules that register models/backends
 
     def __post_init__(self) -> None:
@@ -73,6 +87,12 @@ class BenchConfig:
                     f"batch_index {i} picks none of {self.model.name}'s study_batch_sizes; allowed: {allowed}"
                 )
             self.batch_size = sizes[i]
+        if not self.progress_every_s > 0:
+            problems.append(f"progress_every_s must be > 0 seconds, got {self.progress_every_s}")
+        if self.search.budget_s is not None and not self.search.budget_s > 0:
+            problems.append(
+                f"search.budget_s must be > 0 seconds, or null (no budget), got {self.search.budget_s}"
+            )
         if not isinstance(self.batch_size, int) or self.batch_size <= 0:
             problems.append(f"batch_size must be a positive integer, got {self.batch_size}")
         for check in (
@@ -154,6 +174,8 @@ SECTIONS: dict[str, Any] = {
     "measure": MeasureConfig,
     "telemetry": TelemetryConfig,
     "tracking": TrackingConfig,
+    "report": ReportConfig,
+    "search": SearchConfig,
 }
 
 
@@ -168,6 +190,14 @@ def unknown_key(key: str) -> str:
 def to_spec(cfg: DictConfig) -> JobSpec:
     """Validate a composed config into a JobSpec, or raise ConfigError naming what is allowed."""
     return to_bench_config(cfg).job_spec()
+
+
+def beyond_study_rows(cfg: DictConfig) -> bool:
+    """A sweep's `batch_index` past this model's study batch sizes: not a cell of the study, so not a job
+    (the study preset sweeps as many indices as the model with the most rows has). A single run asking
+    for it is refused instead."""
+    i, sizes = cfg.get("batch_index"), cfg.model.get("study_batch_sizes") or []
+    return isinstance(i, int) and len(sizes) > 0 and i >= len(sizes)
 
 
 def unsupported_combination(spec: JobSpec) -> str | None:

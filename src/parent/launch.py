@@ -11,11 +11,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from src import PROJECT_ROOT
 from src.shared.errors import Status
-from src.shared.progress import CHILD_LOG, PROGRESS, SPEC, read_progress
+from src.shared.progress import CHILD_LOG, PROGRESS, SPEC, last_phase, read_progress
 from src.shared.results import JobResult
 from src.shared.spec import JobSpec
 
@@ -23,8 +24,14 @@ KILL_GRACE_S = 5.0
 LOG_TAIL_CHARS = 3000
 
 
-def run_in_child(spec: JobSpec, job_dir: Path) -> JobResult:
-    """Run one job in a fresh interpreter; never raises for anything the child does."""
+def run_in_child(
+    spec: JobSpec,
+    job_dir: Path,
+    heartbeat: Callable[[str, float], None] | None = None,
+    every_s: float = 15.0,
+) -> JobResult:
+    """Run one job in a fresh interpreter; never raises for anything the child does. `heartbeat(phase,
+    seconds in it)` is called every `every_s` seconds while the child runs."""
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / SPEC).write_text(spec.to_json(), encoding="utf-8")
     progress = job_dir / PROGRESS
@@ -42,7 +49,7 @@ def run_in_child(spec: JobSpec, job_dir: Path) -> JobResult:
             start_new_session=True,  # its own process group: a timeout kills everything it started
         )
         try:
-            code = proc.wait(timeout=timeout)
+            code = _wait(proc, progress, started + timeout, heartbeat, every_s)
             timed_out = False
             _kill_group(proc)  # anything it left running (worker processes, ...) goes with it
         except subprocess.TimeoutExpired:
@@ -72,6 +79,33 @@ def run_in_child(spec: JobSpec, job_dir: Path) -> JobResult:
         if tail:
             result.reason += f"; end of its output:\n{tail}"
     return result
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    progress: Path,
+    deadline: float,
+    heartbeat: Callable[[str, float], None] | None,
+    every_s: float,
+) -> int:
+    """The child's exit code; TimeoutExpired past the deadline (monotonic clock)."""
+    phase, since, told = "", time.monotonic(), time.monotonic()
+    while True:
+        step = max(0.0, min(1.0, deadline - time.monotonic()))
+        try:
+            return proc.wait(timeout=step)
+        except subprocess.TimeoutExpired:
+            now = time.monotonic()
+            if now >= deadline:
+                raise
+            if heartbeat is None:
+                continue
+            current = last_phase(progress)
+            if current != phase:
+                phase, since = current, now
+            if now - told >= every_s:
+                told = now
+                heartbeat(phase, now - since)
 
 
 def child_environment() -> dict[str, str]:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from functools import partial
@@ -16,14 +17,14 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from src import PROJECT_ROOT, upload
-from src.parent import telemetry, tracking
+from src.parent import answers, follow, telemetry, tracking
 from src.parent.launch import run_in_child
 from src.shared import nvml
 from src.shared.envinfo import cpu_model, git_info, host_tags, library_versions
 from src.shared.errors import Status
 from src.shared.locks import any_device_lock, device_lock
 from src.shared.progress import ARTIFACTS, CHILD_LOG, SPEC
-from src.shared.results import JOB, LATENCY, LINK, EnergyWindow, JobResult
+from src.shared.results import JOB, LATENCY, LINK, TRACE, EnergyWindow, JobResult, Stability
 from src.shared.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -70,22 +71,27 @@ def run_job(
     job_dir: Path,
     parent: str | None,
     refused: str | None = None,
+    where: follow.Position | None = None,
+    skip: str | None = None,
 ) -> tuple[JobResult, str]:
     """Measure one job in a child process and leave exactly one MLflow run for it, whatever happens.
     `refused`: why the backend cannot run this combination; the run records it as `unsupported` (no
     child, no device lock). A job with an identical finished `ok` run (looked for before waiting for the
-    device and again once it is held) is not measured: its run is a link to that one (`skipped`)."""
-    if refused:
+    device and again once it is held) is not measured: its run is a link to that one (`skipped`).
+    `where`: the job's place in its sweep, for the progress lines. `skip`: why the job is not run at all
+    (a search's spent budget): recorded as `skipped` with that reason."""
+    where = where or follow.Position(1, 1, time.time())
+    if refused or skip:
         gpu = identify(spec)
-        result = JobResult(Status.UNSUPPORTED, reason=refused)
+        result = JobResult(Status.UNSUPPORTED, reason=refused) if refused else JobResult(Status.SKIPPED, skip)
         cpu = "none (CPU)" if spec.gpu.cpu_fallback else "(not identified)"
         result.tags[JOB.gpu_name] = gpu.name if gpu else cpu
-        return _record(cfg, spec, job_dir, parent, config_key(spec, gpu), lambda _: (result, None))
+        return _record(cfg, spec, job_dir, parent, config_key(spec, gpu), lambda _: (result, None), where)
     keys = [config_key(spec)] if not spec.gpu.is_any else candidate_keys(spec)
     for key in keys:  # resumable sweeps: an identical job already finished ok (force=true re-measures)
         if done := finished_run(cfg, spec, key, parent):
             produce = partial(lambda r, _: (r, None), skipped(done, key))
-            return _record(cfg, spec, job_dir, parent, key, produce, link=True)
+            return _record(cfg, spec, job_dir, parent, key, produce, where, link=True)
 
     def claim_and_measure(held: ExitStack) -> tuple[JobResult, telemetry.Trace | None]:
         # the device stays claimed until the result is logged: an identical job waiting for it then finds it
@@ -94,12 +100,36 @@ def run_job(
         # asked again now that the device is ours: an identical job may have finished while we waited
         if done := finished_run(cfg, claimed, key, parent):
             return skipped(done, key), None
-        result, trace = measure(claimed, gpu, job_dir)
+        beat = follow.heartbeat(where, spec.label)
+        result, trace = measure(
+            claimed, gpu, job_dir, beat, cfg.get("progress_every_s", follow.PHASE_EVERY_S)
+        )
         result.metrics[JOB.lock_wait_s] = waited
         result.tags[JOB.config_key] = key
         return result, trace
 
-    return _record(cfg, spec, job_dir, parent, None if spec.gpu.is_any else keys[0], claim_and_measure)
+    key = None if spec.gpu.is_any else keys[0]
+    return _record(cfg, spec, job_dir, parent, key, claim_and_measure, where)
+
+
+def over_budget(cfg: DictConfig, spec: JobSpec, parent: str | None) -> str | None:
+    """Why a search's job is not run: its model's jobs in this sweep used `search.budget_s` already."""
+    budget = cfg.search.budget_s
+    if not budget or not parent:
+        return None
+    try:
+        client = tracking.open_client(tracking.tracking_uri(cfg.tracking.uri))
+        runs = tracking.children(client, parent)
+    except Exception:  # the tracking server is away: measure (the budget is a convenience)
+        return None
+    mine = [r for r in runs if r.data.params.get("model") == spec.model.name]
+    spent = sum(r.data.metrics.get(JOB.job_wall_s, 0.0) for r in mine)
+    if spent < budget:
+        return None
+    return (
+        f"the search budget of model {spec.model.name} is spent ({spent:.0f} s used by {len(mine)} jobs, "
+        f"search.budget_s={budget:g}); raise it to try this configuration"
+    )
 
 
 def skipped(done: str, key: str) -> JobResult:
@@ -124,6 +154,7 @@ def _record(
     parent: str | None,
     key: str | None,
     produce: Callable[[ExitStack], tuple[JobResult, telemetry.Trace | None]],
+    where: follow.Position,
     link: bool = False,
 ) -> tuple[JobResult, str]:
     """Open the job's run, produce its result, and log it (or keep it on disk for `src.upload`).
@@ -150,7 +181,7 @@ def _record(
         log.warning("%s: cannot reach %s (%s); measuring anyway", spec.label, uri, type(exc).__name__)
         run_id = None  # created on upload (src/upload.py)
     if not link:
-        log.info("%s: measuring in a child process (run %s)", spec.label, run_id or "pending")
+        log.info(where.line(f"{spec.label}: measuring in a child process (run {run_id or 'pending'})"))
     trace = None
     with ExitStack() as held:  # what `produce` claims (the device) is released once the result is logged
         try:
@@ -167,21 +198,26 @@ def _record(
         _finish(client, run_id, result, job_dir, settings.log_engine, trace, new_run)
     throughput = result.metrics.get(LATENCY.throughput_img_s)
     figure = f", {throughput:.1f} img/s" if throughput is not None and result.status is Status.OK else ""
-    log.info(
-        "%s: %s%s%s", spec.label, result.status.value, figure, f" ({result.reason})" if result.reason else ""
-    )
+    if result.tags.get("stable") == "false":
+        figure += f" (unstable: {result.tags.get('unstable_reason', '')})"
+    why = f" ({result.reason})" if result.reason else ""
+    log.info(where.line(f"{spec.label}: {result.status.value}{figure}{why}", finished=True))
     return result, run_id or ""
 
 
 def measure(
-    spec: JobSpec, gpu: nvml.GpuIdentity | None, job_dir: Path
+    spec: JobSpec,
+    gpu: nvml.GpuIdentity | None,
+    job_dir: Path,
+    heartbeat: Callable[[str, float], None] | None = None,
+    every_s: float = follow.PHASE_EVERY_S,
 ) -> tuple[JobResult, telemetry.Trace | None]:
     """The child, with idle power read before it and a trace sampled during it (the device is claimed)."""
     hz = spec.telemetry.sample_hz
     idle = telemetry.idle_power_w(gpu.nvml_index, spec.telemetry.idle_s, hz) if gpu else None
     sampler = telemetry.Sampler(gpu.nvml_index, hz) if gpu and hz > 0 else None
     with sampler or nullcontext():
-        result = run_in_child(spec, job_dir)
+        result = run_in_child(spec, job_dir, heartbeat, every_s)
     window = EnergyWindow.from_logged(result.metrics, result.tags, spec.batch_size)
     if window is not None:  # the child's energy figures, with the idle power read here: net energy
         result.metrics.update(window.with_idle(idle).metrics())
@@ -191,15 +227,31 @@ def measure(
         result.tags["trace_status"] = (
             "off (telemetry.sample_hz=0)" if gpu else "no GPU trace (CPU or no NVML)"
         )
+        judge_stability(result, spec)
         return result, None
     t0, t1 = (window.start_unix, window.end_unix) if window else (None, None)
     own = {os.getpid()} | ({result.pid} if result.pid else set())
     trace_metrics, trace_tags = telemetry.summarize(sampler.trace, t0, t1, own)
     result.metrics.update(trace_metrics)
     result.tags.update(trace_tags)
+    judge_stability(result, spec)
     (job_dir / META).mkdir(parents=True, exist_ok=True)
     telemetry.write_csv(sampler.trace, job_dir / META / "power_trace.csv", t0, t1)
     return result, sampler.trace
+
+
+def judge_stability(result: JobResult, spec: JobSpec) -> None:
+    """An ok run's `stable` tag, from its windows' spread, its latency CoV and the GPU's busy share."""
+    m = result.metrics
+    if result.status is not Status.OK or LATENCY.latency_cov_pct not in m:
+        return
+    stability = Stability(
+        spread_pct=m.get(LATENCY.throughput_spread_pct, 0.0),
+        cov_pct=m[LATENCY.latency_cov_pct],
+        gpu_busy_pct=m.get(TRACE.gpu_util_mean_pct),
+        smoke=spec.smoke,
+    )
+    result.tags.update(stability.tags())
 
 
 @contextmanager
@@ -279,3 +331,7 @@ def _finish(
         )
         return
     shutil.rmtree(engine, ignore_errors=True)  # now in MLflow: do not keep a second copy
+    try:  # its speed-up over eager fp32 and its one-line description
+        answers.annotate(client, run_id, new_run.params if new_run else {})
+    except Exception as exc:
+        log.warning("could not annotate run %s (%s: %s)", run_id, type(exc).__name__, exc)

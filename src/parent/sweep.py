@@ -12,9 +12,9 @@ from typing import Any, NoReturn
 from omegaconf import DictConfig
 
 from src.parent import preflight
-from src.parent.config import to_spec, unsupported_combination
+from src.parent.config import beyond_study_rows, to_spec, unsupported_combination
 from src.shared.errors import ConfigError
-from src.shared.results import JOB, LATENCY
+from src.shared.results import JOB, LATENCY, STABLE
 
 log = logging.getLogger(__name__)
 FAILED_EXIT = 3  # the exit status when any job ended `failed` or `timeout` (README, "Exit codes")
@@ -51,15 +51,23 @@ def sweep_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
     return composed
 
 
-def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) -> None:
-    """Exit 2 on bad input. A combination a backend declares it cannot run is bad input for a single run;
-    in a sweep it becomes that job's `unsupported` result (listed here, recorded when the job runs)."""
+def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) -> list[int]:
+    """Exit 2 on bad input, else return the positions (Hydra's job numbers) of the jobs that will run.
+    A combination a backend declares it cannot run is bad input for a single run; in a sweep it becomes
+    that job's `unsupported` result (listed here, recorded when the job runs). In a sweep, a
+    `batch_index` past a model's study batch sizes is no job at all (`beyond_study_rows`)."""
     problems: dict[str, list[str]] = {}
     refused: Counter[str] = Counter()
-    for overrides, cfg in jobs:
+    absent = 0
+    real = []
+    for number, (overrides, cfg) in enumerate(jobs):
         try:
             if isinstance(cfg, Exception):
                 raise ConfigError(_hydra_message(cfg))
+            if not single and beyond_study_rows(cfg):
+                absent += 1
+                continue
+            real.append(number)
             why = unsupported_combination(to_spec(cfg))
             if why and single:
                 raise ConfigError(why)
@@ -71,6 +79,9 @@ def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) ->
         log.warning("%d job(s) of this sweep will be recorded as unsupported: %s", n, why)
     if problems:
         refuse(problems, len(jobs))
+    if absent:
+        log.info("%d combination(s) name a batch_index past their model's study_batch_sizes: not run", absent)
+    return real
 
 
 def check_surroundings(config: DictConfig, output_dir: Path) -> None:
@@ -113,9 +124,21 @@ def exit_code() -> int:
     return FAILED_EXIT if _statuses["failed"] or _statuses["timeout"] else 0
 
 
+def _stability(run: Any) -> str:
+    """`yes`, `NO (why)`, or `-` (no figure); smoke runs say so."""
+    tags = run.data.tags
+    smoke = " SMOKE" if run.data.params.get("smoke") == "true" else ""
+    if tags.get(STABLE.stable) == "true":
+        return "yes" + smoke
+    if tags.get(STABLE.stable) == "false":
+        reasons = tags.get(STABLE.unstable_reason, "").replace("smoke run (tiny input)", "").strip("; ")
+        return "NO" + smoke + (f" ({reasons[:60]})" if reasons else "")
+    return "-" + smoke
+
+
 def summary_table(runs: list, linked: dict[str, dict[str, float]] | None = None) -> str:
     """One line per job; a skipped job shows the figures of the run it links to (`linked`: id -> metrics)."""
-    rows = [("run", "status", "img/s", "p99 ms", "reason")]
+    rows = [("run", "status", "img/s", "p99 ms", "stable", "reason")]
     for r in sorted(runs, key=lambda r: r.info.start_time or 0):
         m, t = r.data.metrics, r.data.tags
         if t.get(JOB.measured_in) in (linked or {}):
@@ -128,6 +151,7 @@ def summary_table(runs: list, linked: dict[str, dict[str, float]] | None = None)
                 t.get(JOB.status, "?"),
                 f"{img_s:.1f}" if ok and img_s is not None else "-",
                 f"{p99:.2f}" if ok and p99 is not None else "-",
+                _stability(r),
                 (t.get(JOB.reason, "").splitlines() or [""])[0][:80],
             )
         )

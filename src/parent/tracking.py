@@ -82,9 +82,13 @@ def experiment_id(client, name: str | None, parent_run_id: str | None = None) ->
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "experiment"
         location = (db.parent / "artifacts" / slug).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        exp_id = client.create_experiment(name, artifact_location=location)
     except MlflowException:  # created meanwhile by another process
         return client.get_experiment_by_name(name).experiment_id
+    from src.parent import answers
+
+    answers.set_up_views(client, exp_id, [])  # the UI opens on runs, with the comparison view saved
+    return exp_id
 
 
 def log_all(

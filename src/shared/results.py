@@ -42,6 +42,8 @@ class LatencyStats:
     iterations: int
     window_s: float
     throughput_window_img_s: float  # batch * iterations / window wall time
+    repeats: int = 1  # timed windows
+    throughput_spread_pct: float = 0.0  # 100 * (max - min) / median of the windows' throughputs
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
@@ -205,6 +207,42 @@ PARITY = Names(
     "parity_arithmetic",
     "parity_error",
 )
+
+
+@dataclass(frozen=True)
+class Stability:
+    """Whether an ok run's figure can be trusted as one number (docs/metrics.md, "Stable"): its timed
+    windows agree within SPREAD_PCT, its iterations within COV_PCT, and the GPU was busy for at least
+    GPU_BUSY_PCT of the window (less: launch-bound, the host sets the pace). Smoke runs are never stable."""
+
+    SPREAD_PCT = 5.0
+    COV_PCT = 10.0
+    GPU_BUSY_PCT = 80.0
+
+    spread_pct: float
+    cov_pct: float
+    gpu_busy_pct: float | None = None  # None: no trace (the CPU, NVML missing, sampling off)
+    smoke: bool = False
+
+    def reasons(self) -> list[str]:
+        why = []
+        if self.smoke:
+            why.append("smoke run (tiny input)")
+        if self.spread_pct > self.SPREAD_PCT:
+            why.append(f"windows spread {self.spread_pct:.1f}% > {self.SPREAD_PCT:g}%")
+        if self.cov_pct > self.COV_PCT:
+            why.append(f"latency CoV {self.cov_pct:.1f}% > {self.COV_PCT:g}%")
+        if self.gpu_busy_pct is not None and self.gpu_busy_pct < self.GPU_BUSY_PCT:
+            why.append(f"GPU busy {self.gpu_busy_pct:.0f}% < {self.GPU_BUSY_PCT:g}% (launch-bound)")
+        return why
+
+    def tags(self) -> dict[str, str]:
+        why = self.reasons()
+        return {"stable": "false" if why else "true", **({"unstable_reason": "; ".join(why)} if why else {})}
+
+
+STABLE = Names("stable", "unstable_reason")
+
 
 # What every job logs about itself, beside the results above (who writes each: docs/metrics.md).
 JOB = Names(

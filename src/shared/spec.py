@@ -161,8 +161,9 @@ class GpuConfig:
 @dataclass
 class MeasureConfig:
     warmup_iters: int = 5  # untimed calls after the first call
-    min_iters: int = 20  # the timed loop runs until BOTH min_iters and min_duration_s are reached
-    min_duration_s: float = 3.0
+    repeats: int = 3  # timed windows after one build; their spread is `throughput_spread_pct`
+    min_iters: int = 5  # each window runs until BOTH min_iters and min_duration_s are reached
+    min_duration_s: float = 1.0
     timeout_s: float = 1200.0  # per job, from process start to result (build included); killed past it
     seed: int = 0  # input and random-weight seed
     cudnn_benchmark: bool = True  # torch.backends.cudnn.benchmark
@@ -173,6 +174,8 @@ class MeasureConfig:
         problems = []
         if self.warmup_iters < 0:
             problems.append(f"measure.warmup_iters must be >= 0, got {self.warmup_iters}")
+        if self.repeats < 1:
+            problems.append(f"measure.repeats must be >= 1 (timed windows per job), got {self.repeats}")
         if self.min_iters < 1:
             problems.append(f"measure.min_iters must be >= 1, got {self.min_iters}")
         if self.min_duration_s < 0:
@@ -226,7 +229,11 @@ class JobSpec:
     @property
     def label(self) -> str:
         layout = "-cl" if self.channels_last else ""
-        return f"{self.model.name}-{self.backend.name}-{self.numerics.label}{layout}-bs{self.batch_size}"
+        mode = self.backend.options.get("mode")
+        mode = f"-{mode}" if mode not in (None, "default") else ""
+        return (
+            f"{self.model.name}-{self.backend.name}{mode}-{self.numerics.label}{layout}-bs{self.batch_size}"
+        )
 
     @property
     def batch_shape(self) -> tuple[int, ...]:

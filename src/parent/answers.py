@@ -1,0 +1,191 @@
+"""What a run and a sweep say beyond their figures, in the Hydra process: each job's speed-up over eager fp32
+and its one-line description, the experiment's saved views for the MLflow UI, the sweep's best
+configurations (tagged), and the UI links printed at the end."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import quote
+
+from src.shared.results import JOB, LATENCY, PARITY, STABLE
+
+log = logging.getLogger(__name__)
+
+SPEEDUP = "speedup_vs_eager_fp32"  # metric: img/s over eager fp32 (same model, shape, batch, GPU)
+BEST = "best_available"  # tag on the sweep's fastest parity-passing ok run per model, shape, batch and GPU
+REFERENCE = {"backend": "eager", "precision": "fp32", "tf32": "default", "channels_last": "false"}
+SAME_CELL = ("model", "variant", "input_shape", "batch_size", "smoke")
+NOTE = "mlflow.note.content"  # the run's description in the UI
+VIEW_TAG = "mlflow.sharedViewState."
+KIND_TAG = "mlflow.experimentKind"  # "custom_model_development": the UI opens on runs, not a GenAI overview
+
+
+def reference_run(client: Any, exp_id: str, params: dict[str, str], gpu_name: str | None) -> Any:
+    """The newest ok eager-fp32 job run of the same model, shape, batch and card, or None."""
+    if not gpu_name or any(k not in params for k in SAME_CELL):
+        return None
+    clauses = [f"params.{k} = '{params[k]}'" for k in SAME_CELL]
+    clauses += [f"params.{k} = '{v}'" for k, v in REFERENCE.items()]
+    clauses += [f"tags.{JOB.status} = 'ok'", f"tags.{JOB.kind} = 'job'"]
+    clauses.append(f"tags.{JOB.gpu_name} = '{gpu_name}'")
+    found = client.search_runs(
+        [exp_id], " and ".join(clauses), order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return found[0] if found else None
+
+
+def speedup(client: Any, exp_id: str, params: dict[str, str], tags: dict, metrics: dict) -> float | None:
+    """img/s over the reference run's (None: not ok, or no reference run yet)."""
+    img_s = metrics.get(LATENCY.throughput_img_s)
+    if tags.get(JOB.status) != "ok" or not img_s:
+        return None
+    ref = reference_run(client, exp_id, params, tags.get(JOB.gpu_name))
+    ref_img_s = ref.data.metrics.get(LATENCY.throughput_img_s) if ref else None
+    return img_s / ref_img_s if ref_img_s else None
+
+
+def describe(status: str, reason: str, metrics: dict, tags: dict, gain: float | None) -> str:
+    """One line for the run's description: "8606 img/s (3.31x eager fp32), p99 31.2 ms, parity pass"."""
+    if status != "ok":
+        first = (reason.splitlines() or [""])[0]
+        return f"{status.upper()}: {first[:200]}" if first else status.upper()
+    parts = [f"{fmt_img_s(metrics.get(LATENCY.throughput_img_s))} img/s"]
+    if gain is not None:
+        parts[0] += f" ({gain:.2f}x eager fp32)"
+    if (p99 := metrics.get(LATENCY.latency_p99_ms)) is not None:
+        parts.append(f"p99 {p99:.3g} ms")
+    parts.append(f"parity {tags.get(PARITY.parity, 'not checked')}")
+    if tags.get(STABLE.stable) == "false":
+        parts.append(f"unstable ({tags.get(STABLE.unstable_reason, '')})")
+    return ", ".join(parts)
+
+
+def fmt_img_s(v: float | None) -> str:
+    if v is None or v != v:
+        return "-"
+    return f"{v:.1f}" if v < 100 else f"{v:.0f}"
+
+
+def annotate(client: Any, run_id: str, params: dict[str, str]) -> None:
+    """Log the run's speed-up (where its reference exists) and write its description."""
+    run = client.get_run(run_id)
+    tags, metrics = run.data.tags, run.data.metrics
+    gain = speedup(client, run.info.experiment_id, params, tags, metrics)
+    if gain is not None:
+        client.log_metric(run_id, SPEEDUP, gain)
+    note = describe(tags.get(JOB.status, "?"), tags.get(JOB.reason, ""), metrics, tags, gain)
+    client.set_tag(run_id, NOTE, note)
+
+
+def annotate_sweep(client: Any, runs: list) -> None:
+    """Speed-ups the sweep's jobs could not log when they ended (their reference ran after them)."""
+    for r in runs:
+        if r.data.tags.get(JOB.status) == "ok" and SPEEDUP not in r.data.metrics:
+            annotate(client, r.info.run_id, r.data.params)
+
+
+# --- the MLflow UI: saved views ------------------------------------------------------------------------
+
+COLUMNS = [
+    ("params", "model"),
+    ("params", "backend"),
+    ("params", "precision"),
+    ("params", "batch_size"),
+    ("params", "channels_last"),
+    ("params", "backend.mode"),
+    ("tags", JOB.status),
+    ("tags", STABLE.stable),
+    ("metrics", LATENCY.throughput_img_s),
+    ("metrics", LATENCY.latency_p99_ms),
+    ("metrics", "img_per_j"),
+    ("metrics", SPEEDUP),
+    ("metrics", LATENCY.throughput_spread_pct),
+]
+CHARTS = [
+    (LATENCY.throughput_img_s, "images/s"),
+    (SPEEDUP, "speed-up over eager fp32"),
+    ("img_per_j", "images per joule"),
+]
+
+
+def _column(kind: str, key: str) -> str:
+    return f"{kind}.`{key}`"  # the UI's canonical column key
+
+
+def view_state(search_filter: str) -> dict[str, Any]:
+    """A saved view: the key columns shown, the fastest first, charts of throughput, speed-up and energy
+    and p99 against throughput."""
+    charts: list[dict[str, Any]] = [
+        {"type": "BAR", "uuid": f"bench-{key}", "metricKey": key, "displayName": title, "deleted": False}
+        for key, title in CHARTS
+    ]
+    charts.append(
+        {
+            "type": "SCATTER",
+            "uuid": "bench-p99-vs-throughput",
+            "xaxis": {"key": LATENCY.throughput_img_s, "type": "METRIC"},
+            "yaxis": {"key": LATENCY.latency_p99_ms, "type": "METRIC"},
+            "deleted": False,
+        }
+    )
+    return {
+        "searchFilter": search_filter,
+        "orderByKey": _column("metrics", LATENCY.throughput_img_s),
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "datasetsFilter": [],
+        "modelVersionFilter": "All Runs",
+        "selectedColumns": [_column(k, n) for k, n in COLUMNS],
+        "compareRunCharts": charts,
+        "viewMaximized": False,
+        "runListHidden": False,
+        "hideEmptyCharts": True,
+    }
+
+
+def view_key(model: str | None = None) -> str:
+    return "bench-compare" + (f"-{model}" if model else "")
+
+
+def set_up_views(client: Any, exp_id: str, models: list[str]) -> list[str]:
+    """The experiment's kind and a saved view of every job, plus one per model (its charts never put
+    models on one axis). Written each sweep: a view edited in the UI under another key is left alone."""
+    client.set_experiment_tag(exp_id, KIND_TAG, "custom_model_development")
+    keys = []
+    for model in [None, *(m for m in models if m)]:
+        flt = f"tags.{JOB.kind} = 'job'" + (f" and params.model = '{model}'" if model else "")
+        client.set_experiment_tag(exp_id, VIEW_TAG + view_key(model), json.dumps(view_state(flt)))
+        keys.append(view_key(model))
+    return keys
+
+
+def ui_base(tracking_uri: str) -> str:
+    """Where the UI of this store is: the server itself, else the address `mlflow ui` serves by default."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return "http://127.0.0.1:5000"
+
+
+def view_link(tracking_uri: str, exp_id: str, key: str) -> str:
+    return f"{ui_base(tracking_uri)}/#/experiments/{exp_id}/runs?viewStateShareKey={quote(key)}"
+
+
+def run_link(tracking_uri: str, exp_id: str, run_id: str) -> str:
+    return f"{ui_base(tracking_uri)}/#/experiments/{exp_id}/runs/{run_id}"
+
+
+def ui_hint(tracking_uri: str) -> str:
+    if tracking_uri.startswith(("http://", "https://")):
+        return ""
+    return f" (start the UI with `mlflow ui --backend-store-uri {tracking_uri}`)"
+
+
+def tag_best(client: Any, runs: list, best_ids: set[str]) -> None:
+    """`best_available=true` on the given runs of the sweep, `false` on its other ok runs that had it."""
+    for r in runs:
+        want = r.info.run_id in best_ids
+        if want or r.data.tags.get(BEST) == "true":
+            client.set_tag(r.info.run_id, BEST, str(want).lower())

@@ -1,0 +1,117 @@
+"""A sweep a person can follow: each job's place in the sweep (`[k/N]`), the time spent and an estimate of
+what is left, and the phase of a long job at least every PHASE_EVERY_S seconds."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = ".bench_sweep.json"  # in the sweep folder: the number of jobs and when the sweep started
+PHASE_EVERY_S = 15.0
+PHASES = {
+    "": "starting",
+    "setup": "starting",
+    "build_model": "building the model",
+    "parity_reference": "computing the eager fp32 reference",
+    "compile": "compiling",
+    "first_call": "making the first call",
+    "measure": "measuring",
+    "export": "exporting",
+    "done": "finishing",
+}
+
+
+def duration(seconds: float) -> str:
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+@dataclass(frozen=True)
+class Position:
+    k: int  # this job's number in the sweep, from 1
+    n: int | None  # the sweep's jobs (None: a sweeper whose grid is not known in advance)
+    started: float  # the sweep's start, unix time
+
+    def line(self, text: str, now: float | None = None, finished: bool = False) -> str:
+        """`[k/N] text (elapsed 3m10s, ~5m20s left)`: what is left, from the mean time of the jobs done."""
+        now = time.time() if now is None else now
+        elapsed = now - self.started
+        done = self.k if finished else self.k - 1
+        left = ""
+        if self.n and done and self.n > done:
+            left = f", ~{duration(elapsed / done * (self.n - done))} left"
+        return f"[{self.k}/{self.n or '?'}] {text} (elapsed {duration(elapsed)}{left})"
+
+
+def write_sweep(sweep_dir: Path, jobs: list[int] | None) -> None:
+    """`jobs`: the Hydra job numbers that are jobs (None: not known in advance)."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    total = len(jobs) if jobs is not None else None
+    (sweep_dir / SWEEP_FILE).write_text(json.dumps({"total": total, "jobs": jobs, "started": time.time()}))
+
+
+def position(sweep_dir: Path | None, job_num: int | None) -> Position:
+    """A single run is [1/1]; a sweep's job reads the sweep's file (absent: its own start, N unknown)."""
+    if sweep_dir is None or job_num is None:
+        return Position(1, 1, time.time())
+    try:
+        info = json.loads((sweep_dir / SWEEP_FILE).read_text())
+        jobs = info.get("jobs")
+        k = jobs.index(job_num) + 1 if jobs and job_num in jobs else job_num + 1
+        return Position(k, info.get("total"), float(info["started"]))
+    except (OSError, ValueError, KeyError):
+        return Position(job_num + 1, None, time.time())
+
+
+def heartbeat(where: Position, label: str) -> Callable[[str, float], None]:
+    """What the launcher calls while the child runs: the phase and how long it has been in it."""
+
+    def report(phase: str, in_phase_s: float) -> None:
+        log.info(where.line(f"{label}: {PHASES.get(phase, phase)} for {duration(in_phase_s)}"))
+
+    return report
+
+
+def count_done(cfg: object, parent: str) -> None:
+    """`jobs_done` on the sweep's parent run: its job runs that have ended, whatever launcher ran them."""
+    from src.parent import tracking
+
+    try:
+        client = tracking.open_client(tracking.tracking_uri(cfg.tracking.uri))  # type: ignore[attr-defined]
+        done = sum(r.info.status != "RUNNING" for r in tracking.children(client, parent))
+        client.log_metric(parent, "jobs_done", done)
+    except Exception as exc:  # the tracking server went away: the sweep goes on
+        log.warning("could not count the sweep's finished jobs (%s: %s)", type(exc).__name__, exc)
+
+
+def single_run_end(cfg: object, run_id: str, status: str) -> None:
+    """A single run ends as a sweep does: its name and id, its status and where to look at it."""
+    from src.parent import answers, tracking
+
+    if not run_id:
+        return
+    try:
+        uri = tracking.tracking_uri(cfg.tracking.uri)  # type: ignore[attr-defined]
+        client = tracking.open_client(uri)
+        run = client.get_run(run_id)
+        exp_id = run.info.experiment_id
+        answers.set_up_views(client, exp_id, [run.data.params.get("model", "")])
+        note = run.data.tags.get(answers.NOTE, status)
+        print(
+            f"run {run.info.run_name} ({run_id}): {note}\n"
+            f"  in the MLflow UI: {answers.run_link(uri, exp_id, run_id)}{answers.ui_hint(uri)}\n"
+            f"  compared with the experiment's other runs: "
+            f"{answers.view_link(uri, exp_id, answers.view_key())}",
+            file=sys.stderr,
+        )
+    except Exception as exc:
+        log.warning("could not read run %s back (%s: %s)", run_id, type(exc).__name__, exc)
