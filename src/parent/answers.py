@@ -55,7 +55,7 @@ def describe(status: str, reason: str, metrics: dict, tags: dict, gain: float | 
     if gain is not None:
         parts[0] += f" ({gain:.2f}x eager fp32)"
     if (p99 := metrics.get(LATENCY.latency_p99_ms)) is not None:
-        parts.append(f"p99 {p99:.3g} ms")
+        parts.append(f"p99 {p99:.3g} ms" if p99 < 1000 else f"p99 {p99:.0f} ms")
     parts.append(f"parity {tags.get(PARITY.parity, 'not checked')}")
     if tags.get(STABLE.stable) == "false":
         parts.append(f"unstable ({tags.get(STABLE.unstable_reason, '')})")
