@@ -5,10 +5,12 @@
     python -m src.report --sweep latest          # the experiment's newest sweep, same
     python -m src.report --filter "params.model = 'yolo'" --out docs/results/NAME
 
-Writes `report.md` (the study's table per GPU, the headline table per model across GPUs, the wide table of
-every backend and precision), the same tables as CSV, and PNG plots. Where several runs measured the same
-cell, the newest counts. A cell that has no figure says why: OOM, UNSUPPORTED, UNAVAILABLE, FAILED, TIMEOUT.
-A figure whose output failed the parity check against eager fp32 carries a dagger.
+Writes `report.md` (the study's table per GPU with the best available configuration of each row, the
+headline table per model across GPUs, the best configurations, the wide table of every backend, precision,
+layout and mode), the same tables as CSV, and plots (`src/report_plots.py`). A cell shows the newest
+configuration measured for it, its figure the median over every ok run of the same config key, with the
+spread beside it. A cell that has no figure says why: OOM, UNSUPPORTED, UNAVAILABLE, FAILED, TIMEOUT. A
+figure whose output failed the parity check against eager fp32 carries a dagger, an unstable one a tilde.
 """
 
 from __future__ import annotations
