@@ -128,19 +128,18 @@ class BenchCallback(Callback):
         note_statuses(counts, replace=True)  # every job of the sweep, wherever its launcher ran it
         tracking.log_all(client, parent, tags={f"jobs_{k}": str(v) for k, v in counts.items()})
         tracking.log_all(client, parent, metrics={"jobs_done": len(runs)})
-        answers.annotate_sweep(client, runs)
-        runs = tracking.children(client, parent)  # with the speed-ups just logged
+        answers.annotate_sweep(client, runs)  # speed-ups whose reference ran later (not in the summary)
         linked = {r.data.tags[JOB.measured_in] for r in runs if JOB.measured_in in r.data.tags}
         figures = {i: client.get_run(i).data.metrics for i in linked}
         print(summary_table(runs, figures), file=sys.stderr)
-        report_path = self._report(parent, config, runs)
-        exp_id = client.get_run(parent).info.experiment_id
+        sweep = client.get_run(parent)
+        exp_id = sweep.info.experiment_id
+        report_path = self._report(parent, client.get_experiment(exp_id).name, config, runs)
         models = sorted({r.data.params.get("model", "") for r in runs} - {""})
         keys = answers.set_up_views(client, exp_id, models)
         uri = client.tracking_uri
-        name = client.get_run(parent).info.run_name
         lines = [
-            f"sweep {name} ({parent}): {len(runs)} jobs, "
+            f"sweep {sweep.info.run_name} ({parent}): {len(runs)} jobs, "
             + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())),
             f"  in the MLflow UI: {answers.view_link(uri, exp_id, keys[0])}{answers.ui_hint(uri)}",
             *(
@@ -153,7 +152,7 @@ class BenchCallback(Callback):
         print("\n".join(lines), file=sys.stderr)
         self._end_parent("FINISHED")
 
-    def _report(self, parent: str, config: DictConfig, runs: list) -> Path | None:
+    def _report(self, parent: str, experiment: str, config: DictConfig, runs: list) -> Path | None:
         """The sweep's report, logged to its parent run, and its best runs tagged (report.at_end=false:
         neither). A report that cannot be made never fails the sweep."""
         if not config.report.at_end or not runs:
@@ -162,7 +161,6 @@ class BenchCallback(Callback):
 
         out = Path(config.report.out or Path(config.hydra.sweep.dir) / "report")
         try:
-            experiment = self._client.get_experiment(self._client.get_run(parent).info.experiment_id).name
             made = report.make(self._client.tracking_uri, experiment, parent, None, out, log_to_run=True)
         except Exception as exc:
             log.warning("could not write the sweep's report (%s: %s)", type(exc).__name__, exc)

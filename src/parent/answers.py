@@ -9,6 +9,7 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
+from src.parent.tracking import is_server
 from src.shared.results import JOB, LATENCY, PARITY, STABLE
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def set_up_views(client: Any, exp_id: str, models: list[str]) -> list[str]:
 
 def ui_base(tracking_uri: str) -> str:
     """Where the UI of this store is: the server itself, else the address `mlflow ui` serves by default."""
-    if tracking_uri.startswith(("http://", "https://")):
+    if is_server(tracking_uri):
         return tracking_uri.rstrip("/")
     return "http://127.0.0.1:5000"
 
@@ -178,7 +179,7 @@ def run_link(tracking_uri: str, exp_id: str, run_id: str) -> str:
 
 
 def ui_hint(tracking_uri: str) -> str:
-    if tracking_uri.startswith(("http://", "https://")):
+    if is_server(tracking_uri):
         return ""
     return f" (start the UI with `mlflow ui --backend-store-uri {tracking_uri}`)"
 

@@ -28,7 +28,7 @@ def problems(uri_setting: str | None, output_dirs: list[Path]) -> list[str]:
 
 def store_problems(uri: str, explicit: bool) -> list[str]:
     setting = "tracking.uri (or $MLFLOW_TRACKING_URI)"
-    if uri.startswith(("http://", "https://")):
+    if tracking.is_server(uri):
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=SERVER_TIMEOUT_S)
         except urllib.error.HTTPError:  # it answered (a server without /health, or behind a proxy)

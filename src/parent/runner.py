@@ -104,6 +104,7 @@ def run_job(
         result, trace = measure(
             claimed, gpu, job_dir, beat, cfg.get("progress_every_s", follow.PHASE_EVERY_S)
         )
+        judge_stability(result, claimed)  # from the child's windows and the trace read here
         result.metrics[JOB.lock_wait_s] = waited
         result.tags[JOB.config_key] = key
         return result, trace
@@ -227,14 +228,12 @@ def measure(
         result.tags["trace_status"] = (
             "off (telemetry.sample_hz=0)" if gpu else "no GPU trace (CPU or no NVML)"
         )
-        judge_stability(result, spec)
         return result, None
     t0, t1 = (window.start_unix, window.end_unix) if window else (None, None)
     own = {os.getpid()} | ({result.pid} if result.pid else set())
     trace_metrics, trace_tags = telemetry.summarize(sampler.trace, t0, t1, own)
     result.metrics.update(trace_metrics)
     result.tags.update(trace_tags)
-    judge_stability(result, spec)
     (job_dir / META).mkdir(parents=True, exist_ok=True)
     telemetry.write_csv(sampler.trace, job_dir / META / "power_trace.csv", t0, t1)
     return result, sampler.trace

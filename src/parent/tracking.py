@@ -46,6 +46,11 @@ def tracking_uri(configured: str | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlruns' / 'mlflow.db'}"
 
 
+def is_server(uri: str) -> bool:
+    """A tracking server (http/https), as opposed to a database or folder this process opens itself."""
+    return uri.startswith(("http://", "https://"))
+
+
 def sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
