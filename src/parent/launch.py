@@ -16,7 +16,7 @@ from pathlib import Path
 
 from src import PROJECT_ROOT
 from src.shared.errors import Status
-from src.shared.progress import CHILD_LOG, PROGRESS, SPEC, last_phase, read_progress
+from src.shared.progress import CHILD_LOG, PROGRESS, SPEC, read_progress
 from src.shared.results import JobResult
 from src.shared.spec import JobSpec
 
@@ -100,7 +100,7 @@ def _wait(
                 raise
             if heartbeat is None:
                 continue
-            current = last_phase(progress)
+            current = read_progress(progress)[0].phase  # the phase the child entered last
             if current != phase:
                 phase, since = current, now
             if now - told >= every_s:

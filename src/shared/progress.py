@@ -69,21 +69,6 @@ class ProgressWriter:
         self._write({"status": status.value, "reason": reason})
 
 
-def last_phase(path: Path) -> str:
-    """The phase the child entered last ("" before its first), read cheaply while it runs."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return ""
-    for line in reversed(text.splitlines()):
-        if line.startswith('{"phase"'):
-            try:
-                return str(json.loads(line)["phase"])
-            except (json.JSONDecodeError, KeyError):
-                continue
-    return ""
-
-
 def read_progress(path: Path) -> tuple[JobResult, bool]:
     """Parent side: fold the child's records into a result; the flag says whether a status line came."""
     result = JobResult(status=Status.FAILED)
