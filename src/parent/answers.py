@@ -48,7 +48,7 @@ def speedup(client: Any, exp_id: str, params: dict[str, str], tags: dict, metric
 
 
 def describe(status: str, reason: str, metrics: dict, tags: dict, gain: float | None) -> str:
-    """One line for the run's description: "8606 img/s (3.31x eager fp32), p99 31.2 ms, parity pass"."""
+    """The run's one-line description: "<N> img/s (<S>x eager fp32), p99 <P> ms, parity pass"."""
     if status != "ok":
         first = (reason.splitlines() or [""])[0]
         return f"{status.upper()}: {first[:200]}" if first else status.upper()
