@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import hydra
@@ -17,7 +18,7 @@ from omegaconf import DictConfig
 from src import PROJECT_ROOT
 from src.parent import config as _config
 from src.parent import follow
-from src.parent.runner import over_budget, run_job
+from src.parent.runner import run_job, without_child
 from src.parent.sweep import exit_code, note_statuses, refuse
 from src.parent.tracking import PARENT_ENV, parent_run_id
 from src.shared.errors import ConfigError
@@ -47,14 +48,16 @@ def main(cfg: DictConfig) -> str:
         spec = _config.to_spec(cfg)
     except ConfigError as exc:
         refuse({str(exc): [" ".join(hc.overrides.task) or "(defaults)"]}, jobs=1)
-    refused = _config.unsupported_combination(spec)
     # a folder of its own, even if another sweep or run was given the same output folder: the child's spec
     # and progress files are never shared
     job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=hc.runtime.output_dir))
     where = follow.position(sweep_dir, hc.job.num if sweep_dir is not None else None)
     parent = parent_run_id(sweep_dir)
-    skip = over_budget(cfg, spec, parent) if sweep_dir is not None and not refused else None
-    result, run_id = run_job(cfg, spec, job_dir, parent, refused=refused, where=where, skip=skip)
+    start = time.monotonic()
+    decided = without_child(cfg, spec, parent, sweep=sweep_dir is not None)
+    if decided is not None:
+        decided.wall_s = time.monotonic() - start  # the job's whole cost: deciding (`job_wall_s`)
+    result, run_id = run_job(cfg, spec, job_dir, parent, decided, where)
     note_statuses([result.status.value])
     if sweep_dir is not None and parent:
         follow.count_done(cfg, parent)

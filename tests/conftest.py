@@ -24,7 +24,13 @@ from src.shared.spec import JobSpec
 TEST_CONF = Path(__file__).parent / "conf"
 FAULTS = "tests.plugins.fault_models"
 # Tiny, quick measurement for CPU tests (numbers from these settings are not benchmarks).
-QUICK = ["measure.warmup_iters=1", "measure.min_iters=3", "measure.min_duration_s=0", "measure.timeout_s=120"]
+QUICK = [
+    "measure.stop=fixed",
+    "measure.warmup_iters=1",
+    "measure.min_iters=3",
+    "measure.min_duration_s=0",
+    "measure.timeout_s=120",
+]
 
 
 def compose_cfg(*overrides: str) -> DictConfig:

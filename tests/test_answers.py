@@ -22,6 +22,7 @@ from tests.conftest import TEST_CONF, run_bench
 PLUGINS = "plugins=[tests.plugins.fault_models,tests.plugins.narrow_backend]"
 SLEEPY = [f"hydra.searchpath=[file://{TEST_CONF}]", PLUGINS, "model=sleepy", "gpu=cpu", "batch_size=2"]
 WINDOWS = [
+    "measure.stop=fixed",
     "measure.warmup_iters=1",
     "measure.min_iters=3",
     "measure.min_duration_s=0.4",

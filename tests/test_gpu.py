@@ -32,7 +32,9 @@ def test_cuda_event_timing_agrees_with_the_synchronised_host_clock() -> None:
     def fn(_: object) -> None:
         torch.cuda._sleep(spin)
 
-    timing = timed_loop(fn, None, device, LoopSettings(warmup_iters=2, min_iters=20, min_duration_s=0))
+    timing = timed_loop(
+        fn, None, device, LoopSettings(stop="fixed", warmup_iters=2, min_iters=20, min_duration_s=0)
+    )
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(20):

@@ -55,14 +55,16 @@ def test_the_ui_lists_the_sweeps_runs_and_compares_them(
         page.get_by_text("build_time_s", exact=True).first.wait_for(timeout=30_000)
         metric = page.get_by_text("throughput_img_s", exact=True)
         box = page.get_by_text("build_time_s", exact=True).first.bounding_box()
-        for _ in range(40):  # the metrics table is a virtualised grid, alphabetical: wheel it down
-            if metric.count():
+        figures = [f"{r.data.metrics['throughput_img_s']:.5g}"[:4] for r in jobs]
+        for _ in range(80):  # the metrics table is a virtualised grid, alphabetical: wheel it down until
+            # the throughput row and its values are drawn (names and values scroll apart: see the README)
+            body = page.inner_text("body")
+            if metric.count() and all(f in body for f in figures):
                 break
             page.mouse.move(box["x"] + 500, box["y"] + 10)  # over the values, which drive the names
-            page.mouse.wheel(0, 60)
+            page.mouse.wheel(0, 30)
             page.wait_for_timeout(250)
         metric.first.scroll_into_view_if_needed(timeout=10_000)
-        body = page.inner_text("body")
         page.screenshot(path=str(shots / "mlflow-compare.png"))
         # the saved view the sweep printed: the key columns shown without touching the column picker
         link = re.search(r"in the MLflow UI: (\S+)", out.stderr).group(1)

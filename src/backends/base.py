@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -23,7 +24,8 @@ BACKENDS: Registry[type[Backend]] = Registry("backend", "src.backends")
 class Backend(ABC):
     """One way of running a model. Subclasses are registered with `@BACKENDS.register("<yaml name>")`.
 
-    Lifecycle in the measuring child: `unavailable` and `supports` -> `prepare` (timed as the build) -> the
+    Lifecycle: `precheck` (in the Hydra process, then again in the child) -> in the measuring child,
+    `unavailable` and `supports` -> `prepare` (timed as the build) -> the
     returned callable is timed -> `finish` (what the timed loop changed) -> `export` writes the artifact it
     built (if any) for MLflow -> `close`, always, however far the job got (removes `scratch()` folders).
 
@@ -52,6 +54,14 @@ class Backend(ABC):
         import torch
 
         return torch.__version__
+
+    @classmethod
+    def precheck(cls, job: JobSpec, device_type: str) -> None:
+        """What is decided without running anything: raise `Unavailable` (a package that cannot be found,
+        no CUDA device) or `Unsupported` (this device or setting, by the backend's own rules). The Hydra
+        process asks first and records such a job without a measuring child or the device lock; the child
+        asks again. `device_type`: "cuda" or "cpu". Import nothing heavy here (see `missing`)."""
+        return None
 
     def unavailable(self, device: torch.device) -> str | None:
         """What is missing for this backend here (a package, a CUDA device): the job ends `unavailable`."""
@@ -84,3 +94,16 @@ class Backend(ABC):
         for folder in self._scratch:
             shutil.rmtree(folder, ignore_errors=True)
         self._scratch.clear()
+
+
+def missing(*modules: str) -> str | None:
+    """The import error the first of these top-level modules that cannot be found would raise, found
+    without importing it (`importlib.util.find_spec`); None when all are there."""
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return f"ModuleNotFoundError: No module named '{name}'"
+    return None

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from src.backends.base import BACKENDS, Backend
-from src.shared.errors import ConfigError
+from src.shared.errors import ConfigError, Unsupported
 
 if TYPE_CHECKING:
     import torch
 
-    from src.shared.spec import ModelConfig
+    from src.shared.spec import JobSpec
 
 
 @BACKENDS.register("cudagraphs")
@@ -31,10 +31,10 @@ class CudaGraphs(Backend):
             if self.warmup_calls < 1:
                 raise ConfigError(f"backend 'cudagraphs': warmup_calls must be >= 1, got {self.warmup_calls}")
 
-    def supports(self, model: ModelConfig, device: torch.device) -> str | None:
-        if device.type != "cuda":
-            return f"CUDA graphs need a CUDA GPU; this job runs on {device}"
-        return None
+    @classmethod
+    def precheck(cls, job: JobSpec, device_type: str) -> None:
+        if device_type != "cuda":
+            raise Unsupported(f"CUDA graphs need a CUDA GPU; this job runs on {device_type}")
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], Any]:
         import torch

@@ -20,15 +20,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from src.backends.base import BACKENDS, Backend
+from src.backends.base import BACKENDS, Backend, missing
 from src.backends.engine_cache import cache_root
 from src.backends.exporting import export_program
-from src.shared.errors import ConfigError, Unavailable
+from src.shared.errors import ConfigError, Unavailable, Unsupported
 
 if TYPE_CHECKING:
     import torch
 
-    from src.shared.spec import ModelConfig
+    from src.shared.spec import JobSpec
 
 PROVIDERS = ("auto", "tensorrt", "cuda", "cpu")
 NAMES = {
@@ -70,10 +70,23 @@ class OnnxRuntime(Backend):
                 continue
         return "not installed"
 
+    @classmethod
+    def precheck(cls, job: JobSpec, device_type: str) -> None:
+        if why := missing("onnxruntime", "onnxscript"):  # onnxscript: the dynamo ONNX exporter needs it
+            raise Unavailable(f"onnxruntime/onnxscript cannot be imported ({why}); {INSTALL_HINT}")
+        want = cls.parse_options(job.backend.name, job.backend.options).provider
+        if device_type != "cuda" and want not in ("auto", "cpu"):
+            raise Unavailable(f"provider '{want}' needs a CUDA GPU; this job runs on {device_type}")
+        if device_type == "cuda" and want == "cpu":
+            raise Unavailable("provider 'cpu' on a GPU job would time the CPU; use gpu=cpu for that")
+        if device_type != "cuda" and job.precision != "fp32":
+            why = f"onnxruntime's CPU provider runs these models at fp32 only, not {job.precision}"
+            raise Unsupported(why)
+
     def unavailable(self, device: torch.device) -> str | None:
-        try:
+        try:  # found, but an install can still be broken
             import onnxruntime
-            import onnxscript  # noqa: F401  (the dynamo ONNX exporter needs it)
+            import onnxscript  # noqa: F401
         except Exception as exc:
             return f"onnxruntime/onnxscript cannot be imported ({type(exc).__name__}: {exc}); {INSTALL_HINT}"
         try:
@@ -83,13 +96,10 @@ class OnnxRuntime(Backend):
         return None
 
     def _choose(self, device: torch.device, available: list[str]) -> str:
-        want = self.options.provider
+        """The provider for a GPU job (`precheck` settled the CPU's and the options' cases)."""
         if device.type != "cuda":
-            if want not in ("auto", "cpu"):
-                raise Unavailable(f"provider '{want}' needs a CUDA GPU; this job runs on {device}")
             return NAMES["cpu"]
-        if want == "cpu":
-            raise Unavailable("provider 'cpu' on a GPU job would time the CPU; use gpu=cpu for that")
+        want = self.options.provider
         order = ["tensorrt", "cuda"] if want == "auto" else [want]
         for name in order:
             if NAMES[name] in available:
@@ -98,11 +108,6 @@ class OnnxRuntime(Backend):
         raise Unavailable(
             f"this onnxruntime has no {wanted} (it has {', '.join(available)}); install onnxruntime-gpu"
         )
-
-    def supports(self, model: ModelConfig, device: torch.device) -> str | None:
-        if device.type != "cuda" and self.job.precision != "fp32":
-            return f"onnxruntime's CPU provider runs these models at fp32 only, not {self.job.precision}"
-        return None
 
     def _provider_options(self, provider: str, device: torch.device) -> dict[str, Any]:
         import torch

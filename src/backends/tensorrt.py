@@ -23,12 +23,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from src.backends.base import BACKENDS, Backend
+from src.backends.base import BACKENDS, Backend, missing
 from src.backends.engine_cache import EngineCache, cache_key, cache_root, key_inputs
 from src.backends.exporting import export_program
+from src.shared.errors import Unavailable
 
 if TYPE_CHECKING:
     import torch
+
+    from src.shared.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +89,15 @@ class TensorRT(Backend):
         except metadata.PackageNotFoundError:
             return "not installed"
 
+    @classmethod
+    def precheck(cls, job: JobSpec, device_type: str) -> None:
+        if device_type != "cuda":
+            raise Unavailable(f"TensorRT needs a CUDA GPU; this job runs on {device_type}")
+        if why := missing("tensorrt", "torch_tensorrt"):
+            raise Unavailable(f"torch_tensorrt/tensorrt cannot be imported ({why}); {INSTALL_HINT}")
+
     def unavailable(self, device: torch.device) -> str | None:
-        if device.type != "cuda":
-            return f"TensorRT needs a CUDA GPU; this job runs on {device}"
-        try:
+        try:  # found, but an install can still be broken
             import tensorrt  # noqa: F401
             import torch_tensorrt  # noqa: F401
         except Exception as exc:  # ImportError, or a broken install failing at import

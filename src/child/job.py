@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from src.backends import BACKENDS, Backend
 from src.child import energy, parity
-from src.child.measure import summarize, synchronize, time_single_call_ms, timed_loop
+from src.child.measure import stop_rule, summarize, synchronize, time_single_call_ms, timed_loop
 from src.models import MODELS, ModelDef
 from src.shared.envinfo import device_tags
 from src.shared.errors import Unavailable, Unsupported, is_out_of_memory
 from src.shared.progress import ARTIFACTS, ProgressWriter
 from src.shared.registry import load_plugins
-from src.shared.results import JOB
+from src.shared.results import JOB, STOP
 from src.shared.spec import GpuConfig, JobSpec
 
 if TYPE_CHECKING:
@@ -165,6 +165,7 @@ def execute(spec: JobSpec, job_dir: Path, progress: ProgressWriter) -> None:
     tags = device_tags(device)
     progress.tags({**tags, "backend_version": backend_cls.version(), JOB.task: model_def.task})
     check_preset(spec.gpu, device, tags[JOB.gpu_name])
+    backend_cls.precheck(spec, device.type)  # what the Hydra process decides too, where it can
     missing = backend.unavailable(device)
     if missing:
         raise Unavailable(missing)
@@ -219,12 +220,14 @@ def _build_and_measure(
     min_window = max(m.min_duration_s, spec.telemetry.energy_min_window_s / m.repeats if meter else 0.0)
     with torch.inference_mode():
         progress.phase("first_call")
-        progress.metrics({JOB.first_call_ms: time_single_call_ms(fn, x, device)})
+        first_ms = time_single_call_ms(fn, x, device)
+        progress.metrics({JOB.first_call_ms: first_ms})
         progress.phase("measure")
         loop = replace(m, min_duration_s=min_window)
-        timing = timed_loop(fn, x, device, loop, edge=energy.edge_reader(meter))
-        if ref is not None:
-            _check_parity(fn(x), ref, spec, device, progress)
+        timing = timed_loop(fn, x, device, loop, edge=energy.edge_reader(meter), first_ms=first_ms)
+        progress.tags({STOP.stop_rule: stop_rule(loop), STOP.stop_reason: timing.stop_reason})
+        if ref is not None:  # the last timed call's output: the same input, no extra call
+            _check_parity(timing.output, ref, spec, device, progress)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "latencies_ms.csv").open("w", newline="") as f:
         writer = csv.writer(f)

@@ -17,7 +17,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from src import PROJECT_ROOT, upload
-from src.parent import answers, follow, telemetry, tracking
+from src.parent import answers, early, follow, telemetry, tracking
+from src.parent.config import unsupported_combination
 from src.parent.launch import run_in_child
 from src.shared import nvml
 from src.shared.envinfo import cpu_model, git_info, host_tags, library_versions
@@ -70,28 +71,27 @@ def run_job(
     spec: JobSpec,
     job_dir: Path,
     parent: str | None,
-    refused: str | None = None,
+    decided: JobResult | None = None,
     where: follow.Position | None = None,
-    skip: str | None = None,
 ) -> tuple[JobResult, str]:
     """Measure one job in a child process and leave exactly one MLflow run for it, whatever happens.
-    `refused`: why the backend cannot run this combination; the run records it as `unsupported` (no
-    child, no device lock). A job with an identical finished `ok` run (looked for before waiting for the
-    device and again once it is held) is not measured: its run is a link to that one (`skipped`).
-    `where`: the job's place in its sweep, for the progress lines. `skip`: why the job is not run at all
-    (a search's spent budget): recorded as `skipped` with that reason."""
+    `decided`: the job's result without a child (a combination its backend declares it cannot run, an
+    unavailable backend, a search's spent budget): recorded as it is, with no device lock. A job with an
+    identical finished `ok` run (looked for before waiting for the device and again once it is held) is
+    not measured: its run is a link to that one (`skipped`). `where`: the job's place in its sweep."""
     where = where or follow.Position(1, 1, time.time())
-    if refused or skip:
+    if decided is not None:
         gpu = identify(spec)
-        result = JobResult(Status.UNSUPPORTED, reason=refused) if refused else JobResult(Status.SKIPPED, skip)
-        cpu = "none (CPU)" if spec.gpu.cpu_fallback else "(not identified)"
-        result.tags[JOB.gpu_name] = gpu.name if gpu else cpu
-        return _record(cfg, spec, job_dir, parent, config_key(spec, gpu), lambda _: (result, None), where)
+        if JOB.gpu_name not in decided.tags:
+            cpu = "none (CPU)" if spec.gpu.cpu_fallback else "(not identified)"
+            decided.tags[JOB.gpu_name] = gpu.name if gpu else cpu
+        key = config_key(spec, gpu)
+        return _record(cfg, spec, job_dir, parent, key, lambda _: (decided, None), where, measured=False)
     keys = [config_key(spec)] if not spec.gpu.is_any else candidate_keys(spec)
     for key in keys:  # resumable sweeps: an identical job already finished ok (force=true re-measures)
         if done := finished_run(cfg, spec, key, parent):
             produce = partial(lambda r, _: (r, None), skipped(done, key))
-            return _record(cfg, spec, job_dir, parent, key, produce, where, link=True)
+            return _record(cfg, spec, job_dir, parent, key, produce, where, link=True, measured=False)
 
     def claim_and_measure(held: ExitStack) -> tuple[JobResult, telemetry.Trace | None]:
         # the device stays claimed until the result is logged: an identical job waiting for it then finds it
@@ -111,6 +111,19 @@ def run_job(
 
     key = None if spec.gpu.is_any else keys[0]
     return _record(cfg, spec, job_dir, parent, key, claim_and_measure, where)
+
+
+def without_child(cfg: DictConfig, spec: JobSpec, parent: str | None, sweep: bool) -> JobResult | None:
+    """The job's result when no measuring child is needed to know it (None: measure it), in this order:
+    a combination its backend declares it cannot run, a backend that `precheck` rules out here, a
+    search's spent budget (sweeps only)."""
+    if refused := unsupported_combination(spec):
+        return JobResult(Status.UNSUPPORTED, reason=refused)
+    if result := early.decide(spec):
+        return result
+    if sweep and (spent := over_budget(cfg, spec, parent)):
+        return JobResult(Status.SKIPPED, reason=spent)
+    return None
 
 
 def over_budget(cfg: DictConfig, spec: JobSpec, parent: str | None) -> str | None:
@@ -157,9 +170,11 @@ def _record(
     produce: Callable[[ExitStack], tuple[JobResult, telemetry.Trace | None]],
     where: follow.Position,
     link: bool = False,
+    measured: bool = True,
 ) -> tuple[JobResult, str]:
     """Open the job's run, produce its result, and log it (or keep it on disk for `src.upload`).
-    `key`: the job's config key, or None when the result will carry it (`gpu=any`)."""
+    `key`: the job's config key, or None when the result will carry it (`gpu=any`). `link`: the run
+    links to an identical finished one. `measured`: `produce` starts a measuring child."""
     settings = cfg.tracking
     uri = tracking.tracking_uri(settings.uri)
     tags = {
@@ -181,7 +196,7 @@ def _record(
     except Exception as exc:  # the tracking server is unreachable: measure anyway, keep the result on disk
         log.warning("%s: cannot reach %s (%s); measuring anyway", spec.label, uri, type(exc).__name__)
         run_id = None  # created on upload (src/upload.py)
-    if not link:
+    if measured:
         log.info(where.line(f"{spec.label}: measuring in a child process (run {run_id or 'pending'})"))
     trace = None
     with ExitStack() as held:  # what `produce` claims (the device) is released once the result is logged

@@ -44,6 +44,8 @@ class LatencyStats:
     throughput_window_img_s: float  # batch * iterations / window wall time
     repeats: int = 1  # timed windows
     throughput_spread_pct: float = 0.0  # 100 * (max - min) / median of the windows' throughputs
+    warmup_calls: int = 0  # untimed calls made before the timed loop (after the first call)
+    ci_half_width_pct: float = 0.0  # 95% confidence half-width of the mean latency, % of the mean
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
@@ -52,6 +54,7 @@ class LatencyStats:
 
 
 LATENCY = names_of(LatencyStats)
+STOP = Names("stop_rule", "stop_reason")  # tags: the measurement rule with its figures, and why it ended
 
 
 @dataclass(frozen=True)

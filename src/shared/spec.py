@@ -158,12 +158,19 @@ class GpuConfig:
         return replace(self, index="cpu" if position is None else str(position))
 
 
+STOP_RULES = ("ci", "fixed")
+
+
 @dataclass
 class MeasureConfig:
-    warmup_iters: int = 5  # untimed calls after the first call
+    stop: str = "ci"  # when timing ends (src/child/measure.py): ci (the mean is known) | fixed (counts)
+    warmup_iters: int = 5  # untimed calls after the first call (ci: at most; ends once two calls agree)
+    warmup_agree_pct: float = 5.0  # ci: two successive warm-up calls within this % of each other
     repeats: int = 3  # timed windows after one build; their spread is `throughput_spread_pct`
-    min_iters: int = 5  # each window runs until BOTH min_iters and min_duration_s are reached
+    min_iters: int = 5  # fixed: per window; ci: in all, and the loop lasts at least repeats x min_duration_s
     min_duration_s: float = 1.0
+    ci_pct: float = 1.0  # ci: stop once the 95% confidence half-width of the mean is within this % of it
+    max_duration_s: float = 30.0  # ci: stop here (after 2 iterations at least) even if the mean is not known
     timeout_s: float = 1200.0  # per job, from process start to result (build included); killed past it
     seed: int = 0  # input and random-weight seed
     cudnn_benchmark: bool = True  # torch.backends.cudnn.benchmark
@@ -172,6 +179,17 @@ class MeasureConfig:
     def __post_init__(self) -> None:
         _raise(_not_finite("measure", self))
         problems = []
+        if self.stop not in STOP_RULES:
+            problems.append(f"measure.stop '{self.stop}' is not allowed; allowed: {', '.join(STOP_RULES)}")
+        if not 0 < self.ci_pct <= 100:
+            problems.append(f"measure.ci_pct must be in (0, 100], got {self.ci_pct}")
+        if self.warmup_agree_pct <= 0:
+            problems.append(f"measure.warmup_agree_pct must be > 0, got {self.warmup_agree_pct}")
+        if self.stop == "ci" and self.max_duration_s < self.repeats * self.min_duration_s:
+            problems.append(
+                f"measure.max_duration_s ({self.max_duration_s:g}) must be >= repeats x min_duration_s "
+                f"({self.repeats} x {self.min_duration_s:g})"
+            )
         if self.warmup_iters < 0:
             problems.append(f"measure.warmup_iters must be >= 0, got {self.warmup_iters}")
         if self.repeats < 1:

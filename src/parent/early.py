@@ -1,0 +1,107 @@
+"""What the Hydra process decides without a measuring child: a job whose backend is unavailable (its
+package cannot be found, no CUDA device) or unsupported by the backend's own rules (`Backend.precheck`) is
+recorded in well under a second, with no process started, no torch imported and no device lock taken.
+Anything that needs a running model, or a device the parent cannot be sure of, is left to the child."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+from src.backends import BACKENDS
+from src.models import MODELS
+from src.shared import nvml
+from src.shared.errors import Status, Unavailable, Unsupported
+from src.shared.registry import load_plugins
+from src.shared.results import JOB, JobResult
+from src.shared.spec import JobSpec
+
+# Present wherever an NVIDIA driver is loaded, even in a container without NVML (compute capability only)
+DRIVER_NODE = "/dev/nvidiactl"
+
+
+def device_type(spec: JobSpec) -> str | None:
+    """ "cuda" or "cpu" as the child would resolve it, or None when the parent cannot tell (a GPU index
+    that NVML does not list: the child says why, with its own message)."""
+    gpu = spec.gpu
+    if gpu.index == "cpu":
+        return "cpu"
+    try:
+        with nvml.session() as nv:
+            count = len(nvml.visible_indices(nv))
+    except nvml.NvmlUnavailable:
+        if os.path.exists(DRIVER_NODE):
+            return None  # a driver without NVML: only CUDA itself can say
+        count = 0
+    if count == 0:
+        return "cpu" if gpu.cpu_fallback or gpu.is_any else None
+    if gpu.position is not None and gpu.position >= count:
+        return None
+    return "cuda"
+
+
+def decide(spec: JobSpec) -> JobResult | None:
+    """The job's `unavailable` or `unsupported` result when `precheck` settles it here, else None."""
+    kind = device_type(spec)
+    if kind is None:
+        return None
+    load_plugins(spec.plugins)
+    backend = BACKENDS.get(spec.backend.name)
+    try:
+        backend.precheck(spec, kind)
+        return None
+    except Unavailable as exc:
+        result = JobResult(Status.UNAVAILABLE, reason=str(exc))
+    except Unsupported as exc:
+        result = JobResult(Status.UNSUPPORTED, reason=str(exc))
+    result.phase = "setup"
+    result.tags.update(device_tags(spec, kind))
+    result.tags["backend_version"] = backend.version()
+    result.tags[JOB.task] = MODELS.get(spec.model.name).task
+    result.params[JOB.device] = result.tags["device"]
+    return result
+
+
+def torch_build() -> dict[str, str]:
+    """torch's `__version__` and `version.cuda`, read from its `version.py` without importing torch."""
+    spec = importlib.util.find_spec("torch")
+    folders = spec.submodule_search_locations if spec else None
+    try:
+        text = (Path(folders[0]) / "version.py").read_text(encoding="utf-8") if folders else ""
+    except OSError:
+        text = ""
+    found = dict(re.findall(r"^(__version__|cuda)(?:: [^=]+)? = '([^']*)'", text, re.MULTILINE))
+    return {"torch_version": found.get("__version__", "unknown"), "cuda_version": found.get("cuda", "None")}
+
+
+def device_tags(spec: JobSpec, kind: str) -> dict[str, str]:
+    """The device tags the child would log (`envinfo.device_tags`), from NVML and torch's version file.
+    cuDNN's version needs torch imported: it is left out here."""
+    build = torch_build()
+    if kind == "cpu":
+        return {"device": "cpu", "torch_version": build["torch_version"], JOB.gpu_name: "none (CPU)"}
+    device = "cuda" if spec.gpu.is_any else f"cuda:{spec.gpu.position}"
+    tags = {"device": device, **build}
+    try:
+        with nvml.session() as nv:
+            gpu = nvml.identify(nv, spec.gpu.position)
+            if gpu is None:  # gpu=any: the card is chosen when a job claims one
+                tags[JOB.gpu_name] = "(not identified)"
+                return tags
+            handle = nv.nvmlDeviceGetHandleByIndex(gpu.nvml_index)
+            major, minor = nv.nvmlDeviceGetCudaComputeCapability(handle)
+            driver = nv.nvmlSystemGetDriverVersion()
+    except nvml.NvmlUnavailable:
+        tags[JOB.gpu_name] = "(not identified)"
+        return tags
+    tags.update(
+        {
+            JOB.gpu_name: gpu.name,
+            "gpu_memory_mib": str(gpu.memory_mib),
+            "gpu_compute_capability": f"{major}.{minor}",
+            "driver_version": driver.decode() if isinstance(driver, bytes) else str(driver),
+        }
+    )
+    return tags

@@ -1,0 +1,89 @@
+"""Jobs decided without a measuring child: an unavailable backend or one unsupported on the device is
+recorded by the Hydra process with the status, reason and tags the child would have given, without
+starting a process or waiting for the device lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from src.parent import early
+from src.parent.launch import run_in_child
+from src.shared.errors import Status
+from src.shared.progress import CHILD_LOG
+from tests.conftest import QUICK, make_spec, run_bench
+
+CPU_CASES = [
+    ("backend=cudagraphs",),  # unsupported on the CPU
+    ("backend=tensorrt",),  # unavailable on the CPU (and without torch_tensorrt)
+    ("backend=onnxruntime", "precision=fp16"),  # the CPU provider runs fp32 only
+]
+
+
+@pytest.mark.parametrize("overrides", CPU_CASES, ids=lambda o: "-".join(o))
+def test_the_parent_decides_what_the_child_would(overrides: tuple[str, ...], tmp_path: Path) -> None:
+    spec = make_spec(*overrides, "gpu=cpu", "smoke=true", "batch_size=2", *QUICK)
+    decided = early.decide(spec)
+    assert decided is not None, "the parent should settle this job without a child"
+    assert decided.status in (Status.UNSUPPORTED, Status.UNAVAILABLE)
+    child = run_in_child(spec, tmp_path / "job")  # what the measuring child says about the same job
+    assert (decided.status, decided.reason) == (child.status, child.reason)
+    assert decided.phase == child.phase
+    assert decided.params == {"device": child.params["device"]}
+    expected = {k: child.tags[k] for k in ("device", "torch_version", "gpu_name", "backend_version", "task")}
+    assert decided.tags == expected
+
+
+def test_a_job_that_can_run_here_is_left_to_the_child() -> None:
+    assert early.device_type(make_spec("gpu=cpu")) == "cpu"
+    assert early.decide(make_spec("backend=eager", "gpu=cpu")) is None
+    assert early.decide(make_spec("backend=compile", "gpu=cpu")) is None
+
+
+HOLD = """
+import sys
+from src.shared.locks import device_lock
+with device_lock("cpu"):
+    print("held", flush=True)
+    sys.stdin.read()  # until the test closes stdin
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_records_them_at_once_while_another_process_holds_the_device(
+    store: str, tmp_path: Path
+) -> None:
+    env = {"BENCH_LOCK_DIR": str(tmp_path / "locks")}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD],
+        cwd=Path(__file__).parents[1],
+        env={**os.environ, **env},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        sweep = tmp_path / "sweep"
+        args = ["-m", "backend=cudagraphs,tensorrt", "gpu=cpu", "smoke=true", "batch_size=2", *QUICK]
+        # a job that waited for the lock would wait for ever: the sweep would run past this timeout
+        out = run_bench([*args, f"tracking.uri={store}", f"hydra.sweep.dir={sweep}"], env=env, timeout=240)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert holder.poll() is None, "the lock was held throughout"
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    client = MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.kind = 'job'")
+    statuses = {r.data.params["backend"]: r.data.tags["status"] for r in runs}
+    assert statuses == {"cudagraphs": "unsupported", "tensorrt": "unavailable"}
+    for run in runs:
+        assert "lock_wait_s" not in run.data.metrics and "child_exit_code" not in run.data.tags
+        assert run.data.metrics["job_wall_s"] > 0  # the time the decision took
+        assert run.data.tags["gpu_name"] == "none (CPU)" and run.data.params["device"] == "cpu"
+    assert not list(sweep.rglob(CHILD_LOG)), "no measuring child was started"
