@@ -43,6 +43,7 @@ def test_a_job_that_can_run_here_is_left_to_the_child() -> None:
     assert early.device_type(make_spec("gpu=cpu")) == "cpu"
     assert early.decide(make_spec("backend=eager", "gpu=cpu")) is None
     assert early.decide(make_spec("backend=compile", "gpu=cpu")) is None
+    assert early.decide(make_spec("backend=tensorrt", "gpu=l4")) is None  # the child checks the preset first
 
 
 HOLD = """

@@ -45,7 +45,7 @@ def device_type(spec: JobSpec) -> str | None:
 def decide(spec: JobSpec) -> JobResult | None:
     """The job's `unavailable` or `unsupported` result when `precheck` settles it here, else None."""
     kind = device_type(spec)
-    if kind is None:
+    if kind is None or spec.gpu.match:  # a card preset is checked against torch's name of the card
         return None
     load_plugins(spec.plugins)
     backend = BACKENDS.get(spec.backend.name)
