@@ -46,6 +46,24 @@ def test_a_job_that_can_run_here_is_left_to_the_child() -> None:
     assert early.decide(make_spec("backend=tensorrt", "gpu=l4")) is None  # the child checks the preset first
 
 
+NO_TORCH = """
+import sys
+from tests.conftest import make_spec
+from src.parent import early
+for backend in ("cudagraphs", "tensorrt"):
+    assert early.decide(make_spec(f"backend={backend}", "gpu=cpu")) is not None
+print("torch" in sys.modules)
+"""
+
+
+def test_the_decision_never_imports_torch() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", NO_TORCH], cwd=Path(__file__).parents[1], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
 HOLD = """
 import sys
 from src.shared.locks import device_lock

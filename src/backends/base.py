@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from src.shared.envinfo import torch_build
 from src.shared.registry import NoOptions, Registry, parse_options
 from src.shared.spec import PRECISIONS
 
@@ -51,9 +52,9 @@ class Backend(ABC):
 
     @classmethod
     def version(cls) -> str:
-        import torch
-
-        return torch.__version__
+        """The version its runs are tagged with (`backend_version`); torch's by default, read without
+        importing torch (the Hydra process asks too)."""
+        return torch_build()["torch_version"]
 
     @classmethod
     def precheck(cls, job: JobSpec, device_type: str) -> None:

@@ -5,14 +5,12 @@ Anything that needs a running model, or a device the parent cannot be sure of, i
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import re
-from pathlib import Path
 
 from src.backends import BACKENDS
 from src.models import MODELS
 from src.shared import nvml
+from src.shared.envinfo import torch_build
 from src.shared.errors import Status, Unavailable, Unsupported
 from src.shared.registry import load_plugins
 from src.shared.results import JOB, JobResult
@@ -62,18 +60,6 @@ def decide(spec: JobSpec) -> JobResult | None:
     result.tags[JOB.task] = MODELS.get(spec.model.name).task
     result.params[JOB.device] = result.tags["device"]
     return result
-
-
-def torch_build() -> dict[str, str]:
-    """torch's `__version__` and `version.cuda`, read from its `version.py` without importing torch."""
-    spec = importlib.util.find_spec("torch")
-    folders = spec.submodule_search_locations if spec else None
-    try:
-        text = (Path(folders[0]) / "version.py").read_text(encoding="utf-8") if folders else ""
-    except OSError:
-        text = ""
-    found = dict(re.findall(r"^(__version__|cuda)(?:: [^=]+)? = '([^']*)'", text, re.MULTILINE))
-    return {"torch_version": found.get("__version__", "unknown"), "cuda_version": found.get("cuda", "None")}
 
 
 def device_tags(spec: JobSpec, kind: str) -> dict[str, str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import platform
+import re
 import socket
 import subprocess
 from importlib import metadata
@@ -56,6 +58,19 @@ def host_tags() -> dict[str, str]:
         "platform": platform.platform(),
         "cpu": cpu_model(),
     }
+
+
+def torch_build() -> dict[str, str]:
+    """torch's `__version__` and `version.cuda`, read from its `version.py` without importing torch (the
+    Hydra process never imports it)."""
+    spec = importlib.util.find_spec("torch")
+    folders = spec.submodule_search_locations if spec else None
+    try:
+        text = (Path(folders[0]) / "version.py").read_text(encoding="utf-8") if folders else ""
+    except OSError:
+        text = ""
+    found = dict(re.findall(r"^(__version__|cuda)(?:: [^=]+)? = '([^']*)'", text, re.MULTILINE))
+    return {"torch_version": found.get("__version__", "unknown"), "cuda_version": found.get("cuda", "None")}
 
 
 def device_tags(device: torch.device) -> dict[str, str]:
