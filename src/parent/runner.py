@@ -115,15 +115,13 @@ def run_job(
 
 def without_child(cfg: DictConfig, spec: JobSpec, parent: str | None, sweep: bool) -> JobResult | None:
     """The job's result when no measuring child is needed to know it (None: measure it), in this order:
-    a combination its backend declares it cannot run, a backend that `precheck` rules out here, a
-    search's spent budget (sweeps only)."""
+    a combination its backend declares it cannot run, a search's spent budget (sweeps only: such a job
+    is not tried at all), a backend that `precheck` rules out here."""
     if refused := unsupported_combination(spec):
         return JobResult(Status.UNSUPPORTED, reason=refused)
-    if result := early.decide(spec):
-        return result
     if sweep and (spent := over_budget(cfg, spec, parent)):
         return JobResult(Status.SKIPPED, reason=spent)
-    return None
+    return early.decide(spec)
 
 
 def over_budget(cfg: DictConfig, spec: JobSpec, parent: str | None) -> str | None:

@@ -163,9 +163,9 @@ STOP_RULES = ("ci", "fixed")
 
 @dataclass
 class MeasureConfig:
-    stop: str = "ci"  # when timing ends (src/child/measure.py): ci (the mean is known) | fixed (counts)
     warmup_iters: int = 5  # untimed calls after the first call (ci: at most; ends once two calls agree)
     warmup_agree_pct: float = 5.0  # ci: two successive warm-up calls within this % of each other
+    stop: str = "ci"  # when timing ends (src/child/measure.py): ci (the mean is known) | fixed (counts)
     repeats: int = 3  # timed windows after one build; their spread is `throughput_spread_pct`
     min_iters: int = 5  # fixed: per window; ci: in all, and the loop lasts at least repeats x min_duration_s
     min_duration_s: float = 1.0
