@@ -133,7 +133,10 @@ def tidy(df: Any) -> Any:
     keys = ["model", "shape", "batch", "backend", "precision", "tf32", "channels_last", "mode", "gpu"]
     ok = t[(t["status"] == "ok") & t["img_s"].notna() & (t["config_key"] != "")]
     agg = ok.groupby("config_key")["img_s"].agg(["median", "min", "max", "count"])
-    t = t.drop_duplicates(keys, keep="first").reset_index(drop=True)  # input is newest first
+    # a run that did not end ok and was run again (a resumed sweep re-measuring an interrupted job) is no
+    # result of its configuration: the newer run of its config key stands for it, in whatever cell
+    superseded = t.duplicated("config_key", keep="first") & (t["config_key"] != "") & (t["status"] != "ok")
+    t = t[~superseded].drop_duplicates(keys, keep="first").reset_index(drop=True)  # input is newest first
     measured = t["config_key"].isin(agg.index) & (t["status"] == "ok")
     picked = agg.reindex(t["config_key"]).set_index(t.index)
     t["runs"] = picked["count"].where(measured).fillna(0).astype(int)

@@ -70,3 +70,29 @@ def test_a_plugin_model_appears_in_the_report_with_no_edit_of_the_report(store: 
     assert float(row["Native PyTorch"].split()[0]) > 0 and float(row["Torch Script"].split()[0]) > 0
     assert row["TensorRT-FP16"] == "UNAVAILABLE" and list(row)[2:6] == list(report.STUDY_COLUMNS)
     assert "tinynet" not in (PROJECT_ROOT / "src" / "report.py").read_text()
+
+
+def test_a_job_interrupted_then_measured_again_shows_once_as_its_newer_run(store: str) -> None:
+    """A resumed sweep measures an interrupted job again: the interrupted run (which may not have named its
+    card) is no result of the configuration, so the report's cell is the newer run of the same config key;
+    a job that failed and was not run again stays."""
+    client = MlflowClient(store)
+    exp = client.create_experiment("resumed")
+    params = {"model": "densenet", "input_shape": "3x224x224", "batch_size": "256", "backend": "compile"}
+    params |= {"precision": "bf16", "channels_last": "true", "backend.mode": "default"}
+
+    def job(key: str, tags: dict[str, str], metrics: dict[str, float]) -> str:
+        run = client.create_run(exp, tags={"kind": "job", "config_key": key, **tags})
+        for name, value in {**params, "precision": "fp16" if key == "other" else "bf16"}.items():
+            client.log_param(run.info.run_id, name, value)
+        for name, value in metrics.items():
+            client.log_metric(run.info.run_id, name, value)
+        client.set_terminated(run.info.run_id)
+        return run.info.run_id
+
+    job("k1", {"status": "failed", "reason": "interrupted: the sweep was stopped while this job ran"}, {})
+    newer = job("k1", {"status": "ok", "gpu_name": "NVIDIA H200"}, {"throughput_img_s": 10283.0})
+    failed = job("other", {"status": "failed", "gpu_name": "NVIDIA H200"}, {})
+    t = report.tidy(report.load_runs(store, "resumed", None, None))
+    assert sorted(t["run_id"]) == sorted([newer, failed])
+    assert t.set_index("run_id").loc[newer, "img_s"] == 10283.0

@@ -106,6 +106,9 @@ def test_ctrl_c_or_sigterm_ends_the_running_job_and_the_sweep_with_a_status(
     jobs, parent = df[df["tags.kind"] == "job"], df[df["tags.kind"] == "sweep"].iloc[0]
     assert len(jobs) == 1 and jobs.iloc[0]["tags.status"] == "failed"
     assert jobs.iloc[0]["tags.reason"].startswith("interrupted")
+    # what the child had reported by then is kept: the device it identified, the phase it was in
+    assert jobs.iloc[0]["params.device"] == "cpu" and jobs.iloc[0]["tags.gpu_name"] != ""
+    assert jobs.iloc[0]["tags.phase"] == "parity_reference"
     assert parent["status"] == "KILLED"
     leftover = subprocess.run(["pgrep", "-f", str(sweep_dir)], capture_output=True, text=True)
     assert leftover.stdout == ""  # the measuring child was killed with the sweep

@@ -24,7 +24,7 @@ from src.shared import nvml
 from src.shared.envinfo import cpu_model, git_info, host_tags, library_versions
 from src.shared.errors import Status
 from src.shared.locks import any_device_lock, device_lock
-from src.shared.progress import ARTIFACTS, CHILD_LOG, SPEC
+from src.shared.progress import ARTIFACTS, CHILD_LOG, PROGRESS, SPEC, read_progress
 from src.shared.results import JOB, LATENCY, LINK, TRACE, EnergyWindow, JobResult, Stability
 from src.shared.spec import JobSpec
 
@@ -206,7 +206,7 @@ def _record(
         except Exception as exc:  # the launcher failed (disk full, ...): a failed job, not a failed sweep
             result = JobResult(Status.FAILED, reason=f"could not run the job: {type(exc).__name__}: {exc}")
         except BaseException:  # interrupted (Ctrl-C): the run still ends with a status, then the sweep stops
-            result = JobResult(Status.FAILED, reason=tracking.INTERRUPTED)
+            result = interrupted(job_dir)
             _finish(client, run_id, result, job_dir, settings.log_engine, new_run=new_run)
             raise
         _finish(client, run_id, result, job_dir, settings.log_engine, trace, new_run)
@@ -217,6 +217,14 @@ def _record(
     why = f" ({result.reason})" if result.reason else ""
     log.info(where.line(f"{spec.label}: {result.status.value}{figure}{why}", finished=True))
     return result, run_id or ""
+
+
+def interrupted(job_dir: Path) -> JobResult:
+    """A job stopped with its sweep: failed (interrupted), with what its child had reported by then (the
+    device it identified, the phase it reached, the seconds it had spent), so the run names its card."""
+    result, _ = read_progress(job_dir / PROGRESS)
+    result.status, result.reason = Status.FAILED, tracking.INTERRUPTED
+    return result
 
 
 def measure(
