@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,13 +19,33 @@ from src.shared.progress import PROGRESS, read_progress
 from tests.conftest import QUICK, fault_overrides, make_spec
 
 
-def run(model: str, tmp_path: Path, *overrides: str):
+@pytest.fixture(params=isolation.START_MODES)
+def start(request: pytest.FixtureRequest) -> str:
+    """Each child test runs with the child forked by the template and started as a fresh interpreter."""
+    return request.param
+
+
+def run(model: str, tmp_path: Path, *overrides: str, start: str = "template"):
     spec = make_spec(*fault_overrides(model), *QUICK, "batch_size=2", *overrides)
-    return run_in_child(spec, tmp_path / model)
+    result = run_in_child(spec, tmp_path / model, start=start)
+    assert result.tags["child_start"] == start
+    return result
 
 
-def test_a_normal_job_reports_ok_with_its_metrics(tmp_path: Path) -> None:
-    result = run("sleepy", tmp_path)
+def writing_to(log: Path) -> list[int]:
+    """The processes whose output goes to `log` (a job's child.log): the job's child, however started."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "fd" / "1")) == log:
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_normal_job_reports_ok_with_its_metrics(tmp_path: Path, start: str) -> None:
+    result = run("sleepy", tmp_path, start=start)
     assert result.status is Status.OK and result.reason == "" and result.exit_code == 0
     assert result.phase == "done"
     assert 19.5 <= result.metrics["latency_p50_ms"] <= 40  # sleep_ms: 20 in the test model's YAML
@@ -37,8 +58,8 @@ def test_a_normal_job_reports_ok_with_its_metrics(tmp_path: Path) -> None:
     )
 
 
-def test_a_hang_past_the_timeout_is_killed_and_keeps_what_was_measured(tmp_path: Path) -> None:
-    result = run("hang", tmp_path, "measure.timeout_s=8")
+def test_a_hang_past_the_timeout_is_killed_and_keeps_what_was_measured(tmp_path: Path, start: str) -> None:
+    result = run("hang", tmp_path, "measure.timeout_s=8", start=start)
     assert result.status is Status.TIMEOUT
     assert "timeout of 8 s" in result.reason and "first_call" in result.reason
     assert result.phase == "first_call"
@@ -46,16 +67,18 @@ def test_a_hang_past_the_timeout_is_killed_and_keeps_what_was_measured(tmp_path:
     assert 8 <= result.wall_s < 8 + 30
 
 
-def test_a_crashing_child_is_a_failed_result_with_the_signal_and_its_output(tmp_path: Path) -> None:
-    result = run("crash", tmp_path)
+def test_a_crashing_child_is_a_failed_result_with_the_signal_and_its_output(
+    tmp_path: Path, start: str
+) -> None:
+    result = run("crash", tmp_path, start=start)
     assert result.status is Status.FAILED
     assert "killed by SIGSEGV" in result.reason and "phase 'first_call'" in result.reason
     assert "Fatal Python error: Segmentation fault" in result.reason  # faulthandler's output, from the log
     assert result.exit_code == -11
 
 
-def test_a_real_allocation_failure_is_oom_not_an_error(tmp_path: Path) -> None:
-    result = run("oom", tmp_path)
+def test_a_real_allocation_failure_is_oom_not_an_error(tmp_path: Path, start: str) -> None:
+    result = run("oom", tmp_path, start=start)
     assert result.status is Status.OOM
     assert "not enough memory" in result.reason or "can't allocate" in result.reason
     assert result.exit_code == 0
@@ -76,17 +99,19 @@ def test_progress_survives_a_line_cut_short(tmp_path: Path) -> None:
     assert not reported and result.phase == "measure" and result.metrics == {"a_ms": 1.5}
 
 
-def test_a_sigkill_is_oom_only_when_the_kernels_oom_kill_count_rose(tmp_path: Path, monkeypatch) -> None:
+def test_a_sigkill_is_oom_only_when_the_kernels_oom_kill_count_rose(
+    tmp_path: Path, monkeypatch, start: str
+) -> None:
     """The child really dies of SIGKILL; the kernel's OOM-kill counter is scripted, since a real OOM kill
     would need this shared machine's memory exhausted."""
-    result = run("sigkill", tmp_path)
+    result = run("sigkill", tmp_path, start=start)
     assert (
         result.status is Status.FAILED
         and "SIGKILL (possibly the kernel's out-of-memory killer)" in result.reason
     )
     counts = iter([7, 8])
     monkeypatch.setattr(isolation, "oom_kill_count", lambda: next(counts))
-    result = run("sigkill", tmp_path / "again")
+    result = run("sigkill", tmp_path / "again", start=start)
     assert result.status is Status.OOM and "out-of-memory killer" in result.reason
 
 
@@ -97,21 +122,22 @@ def test_the_kernels_oom_kill_counter_is_read_where_linux_has_it() -> None:
     assert isinstance(count, int) and count >= 0
 
 
-def test_processes_a_finished_child_left_behind_are_ended_with_it(tmp_path: Path) -> None:
-    result = run("straggler", tmp_path)
+def test_processes_a_finished_child_left_behind_are_ended_with_it(tmp_path: Path, start: str) -> None:
+    result = run("straggler", tmp_path, start=start)
     assert result.status is Status.OK
     left = subprocess.run(["pgrep", "-f", "sleep 3001"], capture_output=True, text=True)
     assert left.stdout == ""
 
 
-def test_a_child_whose_launcher_is_killed_ends_too(tmp_path: Path) -> None:
+def test_a_child_whose_launcher_is_killed_ends_too(tmp_path: Path, start: str) -> None:
     """joblib SIGKILLs a stopped parallel sweep's workers, the launchers of the measuring children: a child
-    must not measure on, orphaned (it holds the GPU). It watches its launcher and ends its process group."""
+    must not measure on, orphaned (it holds the GPU). It watches its parent (the launcher, or the template,
+    which ends when the launcher's pipe closes) and ends its process group."""
     job_dir = tmp_path / "job"
     code = (
         "from pathlib import Path; from src.parent.launch import run_in_child; "
         "from tests.conftest import QUICK, fault_overrides, make_spec; "
-        f"run_in_child(make_spec(*fault_overrides('hang'), *QUICK), Path({str(job_dir)!r}))"
+        f"run_in_child(make_spec(*fault_overrides('hang'), *QUICK), Path({str(job_dir)!r}), start={start!r})"
     )
     launcher = subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT_ROOT)
     deadline = time.monotonic() + 120
@@ -119,11 +145,55 @@ def test_a_child_whose_launcher_is_killed_ends_too(tmp_path: Path) -> None:
         if (job_dir / PROGRESS).exists() and read_progress(job_dir / PROGRESS)[0].phase == "first_call":
             break
         time.sleep(0.2)
+    child = writing_to(job_dir / "child.log")
+    assert len(child) == 1  # the job's child, measuring
     launcher.kill()
     launcher.wait()
     for _ in range(20):
-        left = subprocess.run(["pgrep", "-af", str(job_dir)], capture_output=True, text=True).stdout
+        left = writing_to(job_dir / "child.log")
         if not left:
             break
         time.sleep(0.5)
-    assert left == ""
+    assert left == []
+
+
+def test_a_forked_child_runs_in_a_session_of_its_own_under_one_template_per_launcher(tmp_path: Path) -> None:
+    """The template forks each job's child: a process, session and process group of its own (what the
+    timeout kills), with the job's environment; the next job is forked by the same template."""
+    seen: dict[str, object] = {}
+
+    def look(phase: str, _: float) -> None:  # called while the child runs
+        (pid,) = writing_to(tmp_path / "sleepy" / "child.log")
+        template = isolation.Template.current
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        seen.update(
+            pid=pid,
+            parent=int(stat[1]),
+            group=os.getpgid(pid),
+            session=os.getsid(pid),
+            template=template.proc.pid if template else None,
+            env=b"PYTHONUNBUFFERED=1" in environ,
+        )
+
+    spec = make_spec(*fault_overrides("sleepy"), *QUICK, "batch_size=2", "measure.min_duration_s=2")
+    first = run_in_child(spec, tmp_path / "sleepy", heartbeat=look, every_s=0.2)
+    assert first.status is Status.OK and first.tags["child_start"] == "template"
+    assert seen["parent"] == seen["template"] != os.getpid()
+    assert seen["group"] == seen["session"] == seen["pid"] == first.pid
+    assert seen["env"]  # the job's own environment (src.parent.launch.child_environment)
+    template = seen["template"]
+    second = run_in_child(spec, tmp_path / "again")
+    assert second.status is Status.OK and isolation.Template.current.proc.pid == template
+    assert second.pid != first.pid
+
+
+def test_the_template_is_started_again_when_it_has_ended(tmp_path: Path) -> None:
+    spec = make_spec(*fault_overrides("sleepy"), *QUICK, "batch_size=2")
+    assert run_in_child(spec, tmp_path / "a").tags["child_start"] == "template"
+    old = isolation.Template.current.proc
+    old.kill()
+    old.wait()
+    result = run_in_child(spec, tmp_path / "b")
+    assert result.status is Status.OK and result.tags["child_start"] == "template"
+    assert isolation.Template.current.proc.pid != old.pid

@@ -112,6 +112,12 @@ def test_ctrl_c_or_sigterm_ends_the_running_job_and_the_sweep_with_a_status(
     assert parent["status"] == "KILLED"
     leftover = subprocess.run(["pgrep", "-f", str(sweep_dir)], capture_output=True, text=True)
     assert leftover.stdout == ""  # the measuring child was killed with the sweep
+    for _ in range(20):  # and the sweep's template process ended with it (this process's own may live on)
+        templates = subprocess.run(["pgrep", "-f", "-P", "1", "src.child.template"], capture_output=True)
+        if not templates.stdout:
+            break
+        time.sleep(0.5)
+    assert templates.stdout == b""
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ class ModelDef(ABC):
     task: ClassVar[str]
     task_title: ClassVar[str | None] = None  # the task as the report names it; None: task, capitalised
     variants: ClassVar[tuple[str, ...] | None] = None  # None: any variant `check_variant` accepts
+    imports: ClassVar[tuple[str, ...]] = ()  # what `build` imports: the template imports it once per sweep
     Options: ClassVar[type] = NoOptions
 
     @classmethod

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 @MODELS.register("densenet")
 class DenseNet(ModelDef):
     task = "classification"
+    imports = ("torchvision.models",)
     variants = ("densenet121", "densenet161", "densenet169", "densenet201")
 
     @dataclass(frozen=True)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 @MODELS.register("segresnet")
 class SegResNet(ModelDef):
     task = "segmentation"
+    imports = ("monai.networks.nets",)
     variants = ("segresnet",)
 
     @dataclass(frozen=True)

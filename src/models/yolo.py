@@ -54,6 +54,7 @@ def _unscaled(variant: str) -> str:
 @MODELS.register("yolo")
 class Yolo(ModelDef):
     task = "detection"
+    imports = ("ultralytics.nn.tasks",)
     task_title = "Object detection"
 
     @dataclass(frozen=True)

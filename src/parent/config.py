@@ -20,6 +20,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from src.backends import BACKENDS
 from src.models import MODELS
+from src.parent.launch import START_MODES
 from src.shared.errors import ConfigError
 from src.shared.registry import load_plugins
 from src.shared.spec import (
@@ -66,6 +67,8 @@ class BenchConfig:
     smoke: bool = False  # each model's smoke_input_shape (tiny; for CPU checks, not for comparing)
     force: bool = False  # re-measure jobs that already have an identical finished `ok` run
     progress_every_s: float = 15.0  # a running job's phase is printed at least this often
+    child_start: str = "template"  # template: forked by a process that imported torch and the model
+    # libraries once (never a GPU); fresh: a new interpreter per job (src/parent/launch.py)
     study_column: str | None = None  # set by conf/study/*.yaml: the study's column this job fills (report)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
@@ -87,6 +90,8 @@ class BenchConfig:
                     f"batch_index {i} picks none of {self.model.name}'s study_batch_sizes; allowed: {allowed}"
                 )
             self.batch_size = sizes[i]
+        if self.child_start not in START_MODES:
+            problems.append(f"child_start '{self.child_start}'; allowed: {', '.join(START_MODES)}")
         if not self.progress_every_s > 0:
             problems.append(f"progress_every_s must be > 0 seconds, got {self.progress_every_s}")
         if self.search.budget_s is not None and not self.search.budget_s > 0:

@@ -1,27 +1,36 @@
-"""One fresh child process per job (`python -m src.worker JOB_DIR LAUNCHER_PID`), watched from the Hydra
-process: wait with the job's timeout, kill the child's whole process group when it runs over (the child ends
-its group itself if the launcher dies first), and turn what the progress file holds (`src/shared/progress.py`)
-or, when no status line came, the exit code and the tail of the child's log, into exactly one `JobResult`.
+"""One fresh child process per job, watched from the Hydra process: wait with the job's timeout, kill the
+child's whole process group when it runs over (the child ends its group itself if the launcher dies first),
+and turn what the progress file holds (`src/shared/progress.py`) or, when no status line came, the exit code
+and the tail of the child's log, into exactly one `JobResult`.
+
+The child is forked by this process's template (`src/child/template.py`: torch and the job's model libraries
+imported once, no GPU touched) or, with `child_start=fresh` or when the template cannot fork, started as
+`python -m src.worker JOB_DIR LAUNCHER_PID`. Either way it runs the same code in a process, session and
+process group of its own; the run's tag `child_start` says which.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from src import PROJECT_ROOT
 from src.shared.errors import Status
 from src.shared.progress import CHILD_LOG, PROGRESS, SPEC, read_progress
-from src.shared.results import JobResult
+from src.shared.results import JOB, JobResult
 from src.shared.spec import JobSpec
 
 KILL_GRACE_S = 5.0
 LOG_TAIL_CHARS = 3000
+START_MODES = ("template", "fresh")
 
 
 def run_in_child(
@@ -29,9 +38,11 @@ def run_in_child(
     job_dir: Path,
     heartbeat: Callable[[str, float], None] | None = None,
     every_s: float = 15.0,
+    start: str = "template",
 ) -> JobResult:
-    """Run one job in a fresh interpreter; never raises for anything the child does. `heartbeat(phase,
-    seconds in it)` is called every `every_s` seconds while the child runs."""
+    """Run one job in a child process of its own; never raises for anything the child does.
+    `heartbeat(phase, seconds in it)` is called every `every_s` seconds while the child runs. `start`:
+    forked by the template, or a fresh interpreter (`START_MODES`)."""
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / SPEC).write_text(spec.to_json(), encoding="utf-8")
     progress = job_dir / PROGRESS
@@ -39,28 +50,21 @@ def run_in_child(
     timeout = spec.measure.timeout_s
     oom_kills_before = oom_kill_count()
     started = time.monotonic()
-    with (job_dir / CHILD_LOG).open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "src.worker", str(job_dir), str(os.getpid())],
-            cwd=PROJECT_ROOT,
-            env=child_environment(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: a timeout kills everything it started
-        )
-        try:
-            code = _wait(proc, progress, started + timeout, heartbeat, every_s)
-            timed_out = False
-            _kill_group(proc)  # anything it left running (worker processes, ...) goes with it
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            code, timed_out = proc.returncode, True
-        except BaseException:  # Ctrl-C in the sweep: take the child down with us
-            _kill_group(proc)
-            raise
+    proc, how = _start(spec, job_dir, start, started + timeout)
+    try:
+        code = _wait(proc, progress, started + timeout, heartbeat, every_s)
+        timed_out = False
+        _kill_group(proc)  # anything it left running (worker processes, ...) goes with it
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        code, timed_out = proc.returncode, True
+    except BaseException:  # Ctrl-C in the sweep: take the child down with us
+        _kill_group(proc)
+        raise
     wall = time.monotonic() - started
     result, reported = read_progress(progress)
     result.exit_code, result.wall_s, result.pid = code, wall, proc.pid
+    result.tags[JOB.child_start] = how
     if reported:
         if timed_out:  # it reported, then hung on the way out (e.g. in CUDA teardown)
             result.tags["child_exit"] = f"killed {timeout:g} s after start, after reporting"
@@ -81,8 +85,159 @@ def run_in_child(
     return result
 
 
+def _start(spec: JobSpec, job_dir: Path, start: str, deadline: float) -> tuple[Child, str]:
+    """The job's child, and how it was started (the `child_start` tag)."""
+    how = "fresh"
+    if start == "template":
+        try:
+            return Forked.start(job_dir, child_imports(spec), deadline), "template"
+        except TemplateError as exc:
+            how = f"fresh (the template could not fork it: {exc})"
+    with (job_dir / CHILD_LOG).open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "src.worker", str(job_dir), str(os.getpid())],
+            cwd=PROJECT_ROOT,
+            env=child_environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a timeout kills everything it started
+        )
+    return proc, how
+
+
+def child_imports(spec: JobSpec) -> list[str]:
+    """What the job's child will import: the project's child code and the model's libraries."""
+    from src.models import MODELS
+
+    try:
+        return ["src.child.job", *MODELS.get(spec.model.name).imports]
+    except Exception:  # an unknown model is the child's to report
+        return ["src.child.job"]
+
+
+class TemplateError(Exception):
+    """The template cannot fork this job (it ended, holds a GPU, or does not answer)."""
+
+
+class Template:
+    """This process's template (`src/child/template.py`), started on first use and ended with this process."""
+
+    current: Template | None = None
+    down: str | None = None  # why it is not used any more (fresh interpreters from then on)
+
+    def __init__(self, deadline: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "src.child.template"],
+            cwd=PROJECT_ROOT,
+            env=child_environment(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # what libraries print while imported there
+            start_new_session=True,  # a Ctrl-C in the terminal is the launcher's to handle
+        )
+        self.buffer = b""
+        self.exits: dict[int, int | None] = {}
+        atexit.register(self.close)
+        if "ready" not in self._next(deadline):
+            raise TemplateError("the template did not start")
+
+    @classmethod
+    def get(cls, deadline: float) -> Template:
+        if cls.down:
+            raise TemplateError(cls.down)
+        if cls.current is None or cls.current.proc.poll() is not None:
+            try:
+                cls.current = cls(deadline)
+            except TemplateError as exc:
+                cls.down = str(exc)
+                raise
+        return cls.current
+
+    def fork(self, job_dir: Path, imports: Sequence[str], deadline: float) -> int:
+        request = {"job_dir": str(job_dir), "env": child_environment(), "imports": list(imports)}
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+            while "pid" not in (message := self._next(deadline)):
+                if "refused" in message:
+                    raise TemplateError(message["refused"])
+            return int(message["pid"])
+        except (TemplateError, OSError) as exc:
+            Template.down = str(exc) or type(exc).__name__
+            self.close()
+            raise TemplateError(Template.down) from exc
+
+    def wait(self, pid: int, deadline: float | None) -> int | None:
+        """The forked child's exit code (None if the template ended first); TimeoutExpired past `deadline`."""
+        while pid not in self.exits:
+            try:
+                self._next(deadline)
+            except TemplateError:  # the template ended: its children end with it
+                return None
+        return self.exits[pid]
+
+    def _next(self, deadline: float | None) -> dict:
+        """The next message that is not a child's exit (those are kept); TimeoutExpired past `deadline`."""
+        assert self.proc.stdout is not None
+        while True:
+            while b"\n" not in self.buffer:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise subprocess.TimeoutExpired("template", 0)
+                if not select.select([self.proc.stdout], [], [], left)[0]:
+                    continue
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise TemplateError(f"the template process ended (exit code {self.proc.poll()})")
+                self.buffer += chunk
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            message = json.loads(line)
+            if "exited" not in message:
+                return message
+            self.exits[int(message["exited"])] = message["code"]
+            return {}
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()  # type: ignore[union-attr]  # it ends when its input does
+                self.proc.wait(timeout=KILL_GRACE_S)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        if Template.current is self:
+            Template.current = None
+
+
+class Forked:
+    """A job's child forked by the template: waited for and killed like a `subprocess.Popen`."""
+
+    def __init__(self, template: Template, pid: int) -> None:
+        self.template, self.pid, self.returncode = template, pid, None
+        self.done = False
+
+    @classmethod
+    def start(cls, job_dir: Path, imports: Sequence[str], deadline: float) -> Forked:
+        try:
+            template = Template.get(deadline)
+            return cls(template, template.fork(job_dir, imports, deadline))
+        except subprocess.TimeoutExpired as exc:
+            Template.down = "the template did not answer before the job's timeout"
+            raise TemplateError(Template.down) from exc
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if not self.done:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self.returncode = self.template.wait(self.pid, deadline)
+            self.done = True
+        return self.returncode
+
+
+Child = subprocess.Popen | Forked
+
+
 def _wait(
-    proc: subprocess.Popen[bytes],
+    proc: Child,
     progress: Path,
     deadline: float,
     heartbeat: Callable[[str, float], None] | None,
@@ -118,7 +273,7 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: Child) -> None:
     for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
         try:
             os.killpg(proc.pid, sig)

@@ -101,9 +101,8 @@ def run_job(
         if done := finished_run(cfg, claimed, key, parent):
             return skipped(done, key), None
         beat = follow.heartbeat(where, spec.label)
-        result, trace = measure(
-            claimed, gpu, job_dir, beat, cfg.get("progress_every_s", follow.PHASE_EVERY_S)
-        )
+        every_s = cfg.get("progress_every_s", follow.PHASE_EVERY_S)
+        result, trace = measure(claimed, gpu, job_dir, beat, every_s, cfg.get("child_start", "template"))
         judge_stability(result, claimed)  # from the child's windows and the trace read here
         result.metrics[JOB.lock_wait_s] = waited
         result.tags[JOB.config_key] = key
@@ -233,13 +232,14 @@ def measure(
     job_dir: Path,
     heartbeat: Callable[[str, float], None] | None = None,
     every_s: float = follow.PHASE_EVERY_S,
+    start: str = "template",
 ) -> tuple[JobResult, telemetry.Trace | None]:
     """The child, with idle power read before it and a trace sampled during it (the device is claimed)."""
     hz = spec.telemetry.sample_hz
     idle = telemetry.idle_power_w(gpu.nvml_index, spec.telemetry.idle_s, hz) if gpu else None
     sampler = telemetry.Sampler(gpu.nvml_index, hz) if gpu and hz > 0 else None
     with sampler or nullcontext():
-        result = run_in_child(spec, job_dir, heartbeat, every_s)
+        result = run_in_child(spec, job_dir, heartbeat, every_s, start)
     window = EnergyWindow.from_logged(result.metrics, result.tags, spec.batch_size)
     if window is not None:  # the child's energy figures, with the idle power read here: net energy
         result.metrics.update(window.with_idle(idle).metrics())

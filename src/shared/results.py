@@ -270,6 +270,7 @@ JOB = Names(
     "device",
     "child_exit_code",
     "child_exit",
+    "child_start",  # template (forked by the template process) or fresh (a new interpreter), with why
     "artifact_files",
     "measured_in",  # a skipped job's link: the run that holds its figures
     "pid",  # the Hydra process that opened the run (runs it left RUNNING are ended by the next sweep)

@@ -1,0 +1,136 @@
+"""The template process: imports torch and the sweep's model libraries once, never touches a GPU, and forks
+each job's measuring child from that state (`python -m src.child.template`, started by
+`src/parent/launch.py`, one per launching process).
+
+A forked child is as isolated as one started from a fresh interpreter: a process of its own, in a session
+and process group of its own (the launcher's timeout kills that group), with the job's own environment, its
+output in the job's log, and its own CUDA context, made after the fork: the template refuses to fork once it
+holds a GPU driver file (a library that initialised CUDA at import), and the launcher then starts fresh
+interpreters. It only skips what every child would otherwise repeat: starting Python and importing torch,
+torchvision, MONAI or Ultralytics (seconds each, most of a short job's start-up).
+
+Protocol, one JSON object per line. In (stdin): `{"job_dir", "env", "imports"}`. Out (stdout): `{"pid"}`
+for a forked child, `{"refused": why}` instead, and `{"exited": pid, "code": exit code}` when a child ends
+(a signal as its negative number, as `subprocess` reports it). The template ends when its stdin closes
+(the launcher ended), and its children end with it (`src.worker` watches its parent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import select
+import signal
+import sys
+import time
+from typing import TextIO
+
+from src.shared.progress import CHILD_LOG
+
+GPU_FILES = ("/dev/nvidia", "/dev/dri", "/dev/kfd")  # what a CUDA (or ROCm) driver opens when initialised
+
+
+def gpu_files() -> list[str]:
+    """The GPU driver files this process holds open: a fork would share driver state the child cannot use."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the fd listing's own)
+            continue
+        if target.startswith(GPU_FILES):
+            held.append(target)
+    return held
+
+
+def load(modules: list[str], loaded: dict[str, float]) -> None:
+    """Import what the job will import (a failure is the child's to report, with its own message)."""
+    for name in modules:
+        if name in loaded:
+            continue
+        start = time.perf_counter()
+        with contextlib.suppress(Exception):  # the child imports it again and reports why it cannot
+            importlib.import_module(name)
+        loaded[name] = time.perf_counter() - start
+
+
+def fork_job(request: dict, out: TextIO) -> dict:
+    """Fork the job's child; the reply for the launcher."""
+    held = gpu_files()
+    if held:
+        return {"refused": f"the template holds GPU driver files ({', '.join(sorted(set(held)))})"}
+    job_dir, env = request["job_dir"], request["env"]
+    for stream in (out, sys.stdout, sys.stderr):  # nothing buffered here is written twice by the child
+        stream.flush()
+    pid = os.fork()
+    if pid:
+        return {"pid": pid}
+    code = 1
+    try:  # the child: never returns into the template's loop
+        os.setsid()  # a session and process group of its own, as `start_new_session` gives
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        out.close()  # the launcher's reply channel is the template's alone
+        log = os.open(os.path.join(job_dir, CHILD_LOG), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.close(null)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = ["-m", job_dir, str(os.getppid())]
+        from src.worker import main
+
+        code = main(sys.argv)
+    except BaseException:  # the child's own failure, printed to its log
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def reap(out: TextIO) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        reply(out, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def reply(out: TextIO, message: dict) -> None:
+    out.write(json.dumps(message) + "\n")
+    out.flush()
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the launcher's to handle
+    out = os.fdopen(os.dup(1), "w")  # the reply channel; what libraries print at import goes to stderr
+    os.dup2(2, 1)
+    loaded: dict[str, float] = {}
+    load(["torch"], loaded)
+    reply(out, {"ready": os.getpid()})
+    while True:
+        ready, _, _ = select.select([sys.stdin], [], [], 0.1)
+        reap(out)
+        if not ready:
+            continue
+        line = sys.stdin.readline()
+        if not line:  # the launcher ended: so does the template (its children follow, see src.worker)
+            return 0
+        request = json.loads(line)
+        load(request.get("imports", []), loaded)
+        reply(out, fork_job(request, out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
