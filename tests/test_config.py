@@ -121,6 +121,7 @@ def test_smoke_uses_each_models_tiny_shape() -> None:
         (["measure.timeout_s=0"], "measure.timeout_s must be > 0"),
         (["gpu=l4", "gpu.index=cpu"], "gpu preset 'NVIDIA L4' cannot run on the CPU"),
         (["telemetry.sample_hz=1000"], "telemetry.sample_hz must be between 0 (off) and 100"),
+        (["child_start=forked"], "child_start 'forked'; allowed: template, fresh"),
     ],
 )
 def test_bad_input_is_refused_naming_what_is_allowed(overrides: list[str], expected: str) -> None:

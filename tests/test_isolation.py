@@ -25,7 +25,7 @@ def start(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def run(model: str, tmp_path: Path, *overrides: str, start: str = "template"):
+def run(model: str, tmp_path: Path, *overrides: str, start: str = "fresh"):
     spec = make_spec(*fault_overrides(model), *QUICK, "batch_size=2", *overrides)
     result = run_in_child(spec, tmp_path / model, start=start)
     assert result.tags["child_start"] == start
@@ -177,23 +177,23 @@ def test_a_forked_child_runs_in_a_session_of_its_own_under_one_template_per_laun
         )
 
     spec = make_spec(*fault_overrides("sleepy"), *QUICK, "batch_size=2", "measure.min_duration_s=2")
-    first = run_in_child(spec, tmp_path / "sleepy", heartbeat=look, every_s=0.2)
+    first = run_in_child(spec, tmp_path / "sleepy", heartbeat=look, every_s=0.2, start="template")
     assert first.status is Status.OK and first.tags["child_start"] == "template"
     assert seen["parent"] == seen["template"] != os.getpid()
     assert seen["group"] == seen["session"] == seen["pid"] == first.pid
     assert seen["env"]  # the job's own environment (src.parent.launch.child_environment)
     template = seen["template"]
-    second = run_in_child(spec, tmp_path / "again")
+    second = run_in_child(spec, tmp_path / "again", start="template")
     assert second.status is Status.OK and isolation.Template.current.proc.pid == template
     assert second.pid != first.pid
 
 
 def test_the_template_is_started_again_when_it_has_ended(tmp_path: Path) -> None:
     spec = make_spec(*fault_overrides("sleepy"), *QUICK, "batch_size=2")
-    assert run_in_child(spec, tmp_path / "a").tags["child_start"] == "template"
+    assert run_in_child(spec, tmp_path / "a", start="template").tags["child_start"] == "template"
     old = isolation.Template.current.proc
     old.kill()
     old.wait()
-    result = run_in_child(spec, tmp_path / "b")
+    result = run_in_child(spec, tmp_path / "b", start="template")
     assert result.status is Status.OK and result.tags["child_start"] == "template"
     assert isolation.Template.current.proc.pid != old.pid

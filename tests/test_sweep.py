@@ -87,12 +87,14 @@ def test_bad_input_exits_non_zero_before_anything_is_written(
     assert not db.exists() and not (tmp_path / "sweep").exists() and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("start", ["fresh", "template"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_ends_the_running_job_and_the_sweep_with_a_status(
-    signum: int, store: str, tmp_path: Path
+    signum: int, start: str, store: str, tmp_path: Path
 ) -> None:
     sweep_dir = tmp_path / "sweep"
     args = ["-m", f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]"]
+    args += [f"child_start={start}"]
     args += ["model=hang,sleepy", *QUICK, "measure.timeout_s=300", f"tracking.uri={store}"]
     proc = start_bench([*args, f"hydra.sweep.dir={sweep_dir}"], env={"PYTHONUNBUFFERED": "1"})
     for line in proc.stdout:  # wait until the hanging job's child is measuring

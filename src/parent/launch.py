@@ -3,10 +3,10 @@ child's whole process group when it runs over (the child ends its group itself i
 and turn what the progress file holds (`src/shared/progress.py`) or, when no status line came, the exit code
 and the tail of the child's log, into exactly one `JobResult`.
 
-The child is forked by this process's template (`src/child/template.py`: torch and the job's model libraries
-imported once, no GPU touched) or, with `child_start=fresh` or when the template cannot fork, started as
-`python -m src.worker JOB_DIR LAUNCHER_PID`. Either way it runs the same code in a process, session and
-process group of its own; the run's tag `child_start` says which.
+The child is started as `python -m src.worker JOB_DIR LAUNCHER_PID` or, with `child_start=template`, forked
+by this process's template (`src/child/template.py`: torch and the job's model libraries imported once, no
+GPU touched; a fresh interpreter again when the template cannot fork). Either way it runs the same code in a
+process, session and process group of its own; the run's tag `child_start` says which.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def run_in_child(
     job_dir: Path,
     heartbeat: Callable[[str, float], None] | None = None,
     every_s: float = 15.0,
-    start: str = "template",
+    start: str = "fresh",
 ) -> JobResult:
     """Run one job in a child process of its own; never raises for anything the child does.
     `heartbeat(phase, seconds in it)` is called every `every_s` seconds while the child runs. `start`:
