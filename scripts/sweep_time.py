@@ -1,11 +1,12 @@
 """Where a sweep's wall time goes: the study grid run twice on this host, compile caches cold then warm.
 
-python scripts/sweep_time.py [--fixed] [--out FILE.md] [-- OVERRIDES...]
+python scripts/sweep_time.py [--fixed] [--template] [--out FILE.md] [-- OVERRIDES...]
 
 Runs `python -m src.bench +experiment=study hydra.sweeper.params.batch_index=0,1` (the three models at
 their two study batch sizes x the four study columns: 24 jobs) in a fresh store with a fresh compile
-cache (`BENCH_CACHE_DIR`), then again with that cache warm; with `--fixed` a third time under the
-measurement rule before `measure.stop=ci` (`measure.stop=fixed`), to compare the figures. OVERRIDES go to
+cache (`BENCH_CACHE_DIR`), then again with that cache warm; with `--fixed` once more under the
+measurement rule before `measure.stop=ci` (`measure.stop=fixed`), and with `--template` once more with
+the children forked by the template (`child_start=template`), to compare the figures. OVERRIDES go to
 every sweep (e.g. `gpu=0`, or `smoke=true` for a quick look on a CPU). Prints, per sweep, its wall time,
 the share of it spent in timed windows and the statuses, then the per-job breakdown (read back through
 MLflow's client): job wall time, model load, parity reference, build, first call, timed window and the
@@ -82,10 +83,10 @@ def breakdown(runs: list) -> list[str]:
     return lines
 
 
-def compare(new: list, old: list) -> list[str]:
-    """The ok figures of the `ci` sweep beside the same jobs under `measure.stop=fixed`."""
+def compare(new: list, old: list, names: tuple[str, str] = ("ci", "fixed")) -> list[str]:
+    """The ok figures of one sweep beside the same jobs of another."""
     before = {r.info.run_name: r.data.metrics.get(LATENCY.throughput_img_s) for r in old}
-    lines = ["| job | img/s (ci) | img/s (fixed) | difference |", "| --- | --- | --- | --- |"]
+    lines = [f"| job | img/s ({names[0]}) | img/s ({names[1]}) | difference |", "| --- | --- | --- | --- |"]
     for r in new:
         now, then = r.data.metrics.get(LATENCY.throughput_img_s), before.get(r.info.run_name)
         if now and then:
@@ -97,13 +98,15 @@ def compare(new: list, old: list) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fixed", action="store_true", help="a third sweep under measure.stop=fixed")
+    parser.add_argument("--fixed", action="store_true", help="a sweep under measure.stop=fixed")
+    parser.add_argument("--template", action="store_true", help="a sweep with child_start=template")
     parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every sweep (after --)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="sweep-time-"))
     store, cache = f"sqlite:///{scratch / 'mlflow.db'}", scratch / "cache"
     plan = [("cold", []), ("warm", [])] + ([("fixed", ["measure.stop=fixed"])] if args.fixed else [])
+    plan += [("template", ["child_start=template"])] if args.template else []
     walls = {name: sweep(name, store, cache, [*args.overrides, *extra]) for name, extra in plan}
     runs = {name: jobs(store, name) for name in walls}
     out = [
@@ -120,6 +123,9 @@ def main() -> None:
     if args.fixed:
         out += ["", "The warm sweep's ok figures beside the same jobs under `measure.stop=fixed`:", ""]
         out += compare(runs["warm"], runs["fixed"])
+    if args.template:
+        out += ["", "The template sweep's ok figures (caches warm) beside the warm sweep's:", ""]
+        out += compare(runs["template"], runs["warm"], ("template", "fresh"))
     text = "\n".join(out) + "\n"
     print(text)
     if args.out:
