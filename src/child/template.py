@@ -24,7 +24,6 @@ import os
 import select
 import signal
 import sys
-import time
 from typing import TextIO
 
 from src.shared.progress import CHILD_LOG
@@ -45,15 +44,13 @@ def gpu_files() -> list[str]:
     return held
 
 
-def load(modules: list[str], loaded: dict[str, float]) -> None:
+def load(modules: list[str], loaded: set[str]) -> None:
     """Import what the job will import (a failure is the child's to report, with its own message)."""
     for name in modules:
-        if name in loaded:
-            continue
-        start = time.perf_counter()
-        with contextlib.suppress(Exception):  # the child imports it again and reports why it cannot
-            importlib.import_module(name)
-        loaded[name] = time.perf_counter() - start
+        if name not in loaded:
+            with contextlib.suppress(Exception):  # the child imports it again and reports why it cannot
+                importlib.import_module(name)
+            loaded.add(name)
 
 
 def fork_job(request: dict, out: TextIO) -> dict:
@@ -116,7 +113,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the launcher's to handle
     out = os.fdopen(os.dup(1), "w")  # the reply channel; what libraries print at import goes to stderr
     os.dup2(2, 1)
-    loaded: dict[str, float] = {}
+    loaded: set[str] = set()
     load(["torch"], loaded)
     reply(out, {"ready": os.getpid()})
     while True:

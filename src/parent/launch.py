@@ -141,31 +141,14 @@ class Template:
         if "ready" not in self._next(deadline):
             raise TemplateError("the template did not start")
 
-    @classmethod
-    def get(cls, deadline: float) -> Template:
-        if cls.down:
-            raise TemplateError(cls.down)
-        if cls.current is None or cls.current.proc.poll() is not None:
-            try:
-                cls.current = cls(deadline)
-            except TemplateError as exc:
-                cls.down = str(exc)
-                raise
-        return cls.current
-
     def fork(self, job_dir: Path, imports: Sequence[str], deadline: float) -> int:
         request = {"job_dir": str(job_dir), "env": child_environment(), "imports": list(imports)}
-        try:
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())  # type: ignore[union-attr]
-            self.proc.stdin.flush()  # type: ignore[union-attr]
-            while "pid" not in (message := self._next(deadline)):
-                if "refused" in message:
-                    raise TemplateError(message["refused"])
-            return int(message["pid"])
-        except (TemplateError, OSError) as exc:
-            Template.down = str(exc) or type(exc).__name__
-            self.close()
-            raise TemplateError(Template.down) from exc
+        self.proc.stdin.write((json.dumps(request) + "\n").encode())  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        while "pid" not in (message := self._next(deadline)):
+            if "refused" in message:
+                raise TemplateError(message["refused"])
+        return int(message["pid"])
 
     def wait(self, pid: int, deadline: float | None) -> int | None:
         """The forked child's exit code (None if the template ended first); TimeoutExpired past `deadline`."""
@@ -218,11 +201,22 @@ class Forked:
 
     @classmethod
     def start(cls, job_dir: Path, imports: Sequence[str], deadline: float) -> Forked:
+        """The job's child, forked by this process's template (started if there is none or it ended).
+        Whatever stops the template (it refused, ended, or did not answer in time) ends its use for the
+        rest of this process: TemplateError, and fresh interpreters from then on."""
+        if Template.down:
+            raise TemplateError(Template.down)
         try:
-            template = Template.get(deadline)
+            if Template.current is None or Template.current.proc.poll() is not None:
+                Template.current = Template(deadline)
+            template = Template.current
             return cls(template, template.fork(job_dir, imports, deadline))
-        except subprocess.TimeoutExpired as exc:
-            Template.down = "the template did not answer before the job's timeout"
+        except (TemplateError, OSError, subprocess.TimeoutExpired) as exc:
+            timed_out = isinstance(exc, subprocess.TimeoutExpired)
+            why = "the template did not answer before the job's timeout" if timed_out else str(exc)
+            Template.down = why or type(exc).__name__
+            if Template.current is not None:
+                Template.current.close()
             raise TemplateError(Template.down) from exc
 
     def wait(self, timeout: float | None = None) -> int | None:
