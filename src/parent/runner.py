@@ -102,7 +102,7 @@ def run_job(
             return skipped(done, key), None
         beat = follow.heartbeat(where, spec.label)
         every_s = cfg.get("progress_every_s", follow.PHASE_EVERY_S)
-        result, trace = measure(claimed, gpu, job_dir, beat, every_s, cfg.get("child_start", "fresh"))
+        result, trace = measure(claimed, gpu, job_dir, beat, every_s, cfg.child_start)
         judge_stability(result, claimed)  # from the child's windows and the trace read here
         result.metrics[JOB.lock_wait_s] = waited
         result.tags[JOB.config_key] = key
@@ -230,9 +230,9 @@ def measure(
     spec: JobSpec,
     gpu: nvml.GpuIdentity | None,
     job_dir: Path,
-    heartbeat: Callable[[str, float], None] | None = None,
-    every_s: float = follow.PHASE_EVERY_S,
-    start: str = "fresh",
+    heartbeat: Callable[[str, float], None],
+    every_s: float,
+    start: str,
 ) -> tuple[JobResult, telemetry.Trace | None]:
     """The child, with idle power read before it and a trace sampled during it (the device is claimed)."""
     hz = spec.telemetry.sample_hz
