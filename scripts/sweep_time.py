@@ -1,22 +1,32 @@
-"""Where a sweep's wall time goes: the study grid run twice on this host, compile caches cold then warm.
+"""Where a sweep's wall time goes: the study grid run on this host as named sweeps, figures side by side.
 
-python scripts/sweep_time.py [--fixed] [--template] [--out FILE.md] [-- OVERRIDES...]
+python scripts/sweep_time.py [--sweeps cold,warm,old] [--store DIR] [--out FILE.md] [-- OVERRIDES...]
 
-Runs `python -m src.bench +experiment=study hydra.sweeper.params.batch_index=0,1` (the three models at
-their two study batch sizes x the four study columns: 24 jobs) in a fresh store with a fresh compile
-cache (`BENCH_CACHE_DIR`), then again with that cache warm; with `--fixed` once more under the
-measurement rule before `measure.stop=ci` (`measure.stop=fixed`), and with `--template` once more with
-the children forked by the template (`child_start=template`), to compare the figures. OVERRIDES go to
-every sweep (e.g. `gpu=0`, or `smoke=true` for a quick look on a CPU). Prints, per sweep, its wall time,
-the share of it spent in timed windows and the statuses, then the per-job breakdown (read back through
-MLflow's client): job wall time, model load, parity reference, build, first call, timed window and the
-rest (process start, imports, warm-up, idle power). A benchmark, not a test: it asserts nothing.
+Each sweep runs `python -m src.bench +experiment=study hydra.sweeper.params.batch_index=0,1` (the three
+models at their two study batch sizes x the four study columns: 24 jobs) into its own experiment of one
+store, with one compile cache (`BENCH_CACHE_DIR`) for all of them. The sweeps, in the order given:
+
+- `cold`: the project's defaults, the compile cache emptied first;
+- `warm`: the defaults again, the cache as the sweeps before left it;
+- `old`: the way jobs were measured and started before issue 16 (`measure.stop=fixed child_start=fresh`);
+- `fresh`, `template`: the defaults with `child_start=fresh` or `child_start=template`.
+
+OVERRIDES go to every sweep (e.g. `gpu=0`, or `smoke=true` for a quick look on a CPU). `--store DIR` keeps
+the store (and the cache) there, so that sweeps run by separate commands (a device's limit per command)
+are tabled together: every run prints the tables of all the sweeps the store holds. Per sweep: its wall
+time, the seconds before its first job's run opened, the share spent in timed windows and the statuses;
+per job (read back through MLflow's client): job wall time, model load, parity reference, build, first
+call, timed window and the rest (process start, imports, warm-up, idle power); then every `ok` figure of
+each sweep with the defaults beside the same job of each `old` sweep. A benchmark, not a test: it asserts
+nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +38,14 @@ from src.parent import tracking
 from src.shared.results import JOB, LATENCY
 
 GRID = ["+experiment=study", "hydra.sweeper.params.batch_index='0,1'"]
+SWEEPS = {  # name: overrides on top of the defaults
+    "cold": [],
+    "warm": [],
+    "old": ["measure.stop=fixed", "child_start=fresh"],
+    "fresh": ["child_start=fresh"],
+    "template": ["child_start=template"],
+}
+DEFAULTS = ("cold", "warm", "fresh", "template")  # the stop rule of today; compared with `old`
 PARTS = [  # (column, metric, scale to seconds)
     ("load", JOB.model_load_s, 1.0),
     ("parity ref", JOB.parity_reference_s, 1.0),
@@ -35,39 +53,61 @@ PARTS = [  # (column, metric, scale to seconds)
     ("first call", JOB.first_call_ms, 1e-3),
     ("window", LATENCY.window_s, 1.0),
 ]
+LEDGER = "sweeps.json"  # the store's sweeps: name, experiment, overrides, start and wall time
 
 
-def sweep(name: str, store: str, cache: Path, overrides: list[str]) -> float:
-    """One sweep of the grid in its own experiment; its wall time in seconds."""
-    args = [*GRID, f"tracking.uri={store}", f"tracking.experiment={name}", "tracking.log_engine=false"]
+def sweep(name: str, experiment: str, store: Path, overrides: list[str]) -> dict:
+    """One sweep of the grid in its own experiment; its ledger entry."""
+    cache = store / "cache"
+    if name == "cold":
+        shutil.rmtree(cache, ignore_errors=True)
+    extra = [*overrides, *SWEEPS[name]]
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    args = [*GRID, f"tracking.uri={uri}", f"tracking.experiment={experiment}", "tracking.log_engine=false"]
     env = {**os.environ, "BENCH_CACHE_DIR": str(cache), "YOLO_OFFLINE": "1"}
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "src.bench", *args, *overrides], cwd=PROJECT_ROOT, env=env)
-    wall = time.perf_counter() - start
+    started = time.time()
+    begin = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "src.bench", *args, *extra], cwd=PROJECT_ROOT, env=env)
+    wall = time.perf_counter() - begin
     if done.returncode not in (0, 3):  # 3: some job failed, which the table shows
-        sys.exit(f"sweep {name} exited {done.returncode}")
-    return wall
+        print(f"sweep {experiment} exited {done.returncode}", file=sys.stderr)
+    return {
+        "name": name,
+        "experiment": experiment,
+        "overrides": extra,
+        "started": started,
+        "wall_s": wall,
+        "exit": done.returncode,
+    }
 
 
-def jobs(store: str, name: str) -> list:
-    client = tracking.open_client(store)
-    runs = client.search_runs([tracking.experiment_id(client, name)], "tags.kind = 'job'", max_results=1000)
+def jobs(store: Path, experiment: str) -> list:
+    client = tracking.open_client(f"sqlite:///{store / 'mlflow.db'}")
+    runs = client.search_runs(
+        [tracking.experiment_id(client, experiment)], "tags.kind = 'job'", max_results=1000
+    )
     return sorted(runs, key=lambda r: r.info.start_time)
 
 
-def summary(name: str, wall: float, runs: list) -> list[str]:
+def summary(entry: dict, runs: list) -> str:
     windows = sum(r.data.metrics.get(LATENCY.window_s, 0.0) for r in runs)
     statuses: dict[str, int] = {}
     for r in runs:
         statuses[r.data.tags.get(JOB.status, "?")] = statuses.get(r.data.tags.get(JOB.status, "?"), 0) + 1
     counts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    wall = entry["wall_s"]
+    first = (runs[0].info.start_time / 1000 - entry["started"]) if runs else 0.0
     share = 100 * windows / wall if wall else 0.0
-    return [f"| {name} | {len(runs)} | {wall:.0f} | {windows:.1f} | {share:.0f}% | {counts} |"]
+    setting = " ".join(f"`{o}`" for o in SWEEPS[entry["name"]]) or "defaults"
+    return (
+        f"| {entry['experiment']} | {setting} | {len(runs)} | {wall:.0f} | {first:.1f} | {windows:.1f} "
+        f"| {share:.0f}% | {counts} |"
+    )
 
 
 def breakdown(runs: list) -> list[str]:
-    head = "| job | status | wall s | " + " | ".join(p[0] for p in PARTS) + " | rest | img/s | stop |"
-    lines = [head, "|" + " --- |" * (len(PARTS) + 6)]
+    head = "| job | status | start | wall s | " + " | ".join(p[0] for p in PARTS) + " | rest | img/s | stop |"
+    lines = [head, "|" + " --- |" * (len(PARTS) + 7)]
     for r in runs:
         m, t = r.data.metrics, r.data.tags
         parts = [m.get(metric, 0.0) * scale for _, metric, scale in PARTS]
@@ -75,57 +115,101 @@ def breakdown(runs: list) -> list[str]:
         rate = m.get(LATENCY.throughput_img_s)
         cells = " | ".join(f"{p:.1f}" for p in parts)
         stop = t.get("stop_reason", "").split(":")[0].split(" (")[0]
+        start = t.get(JOB.child_start, "-").split(" (")[0]
         img_s = f"{rate:.1f}" if rate else "-"
         lines.append(
-            f"| {r.info.run_name} | {t.get(JOB.status)} | {wall:.1f} | {cells} | {wall - sum(parts):.1f} "
-            f"| {img_s} | {stop} |"
+            f"| {r.info.run_name} | {t.get(JOB.status)} | {start} | {wall:.1f} | {cells} "
+            f"| {wall - sum(parts):.1f} | {img_s} | {stop} |"
         )
     return lines
 
 
-def compare(new: list, old: list, names: tuple[str, str] = ("ci", "fixed")) -> list[str]:
-    """The ok figures of one sweep beside the same jobs of another."""
-    before = {r.info.run_name: r.data.metrics.get(LATENCY.throughput_img_s) for r in old}
-    lines = [f"| job | img/s ({names[0]}) | img/s ({names[1]}) | difference |", "| --- | --- | --- | --- |"]
-    for r in new:
-        now, then = r.data.metrics.get(LATENCY.throughput_img_s), before.get(r.info.run_name)
-        if now and then:
-            lines.append(
-                f"| {r.info.run_name} | {now:.1f} | {then:.1f} | {100 * (now - then) / then:+.2f}% |"
-            )
+def figures(ledger: list[dict], runs: dict[str, list]) -> list[str]:
+    """Every ok figure of each sweep, and each defaults sweep against each `old` sweep."""
+    rates = {
+        e["experiment"]: {
+            r.info.run_name: r.data.metrics.get(LATENCY.throughput_img_s) for r in runs[e["experiment"]]
+        }
+        for e in ledger
+    }
+    names = [e["experiment"] for e in ledger]
+    pairs = [
+        (new["experiment"], old["experiment"])
+        for new in ledger
+        if new["name"] in DEFAULTS
+        for old in ledger
+        if old["name"] == "old"
+    ]
+    head = (
+        "| job | "
+        + " | ".join(f"img/s {n}" for n in names)
+        + "".join(f" | {a} vs {b}" for a, b in pairs)
+        + " |"
+    )
+    lines = [head, "|" + " --- |" * (1 + len(names) + len(pairs))]
+    worst: dict[tuple[str, str], tuple[float, str]] = {}
+    jobs_in_order = list(dict.fromkeys(j for n in names for j in rates[n]))
+    for job in jobs_in_order:
+        values = [rates[n].get(job) for n in names]
+        if not any(values):
+            continue
+        cells = [f"{v:.1f}" if v else "-" for v in values]
+        for a, b in pairs:
+            now, then = rates[a].get(job), rates[b].get(job)
+            if now and then:
+                diff = 100 * (now - then) / then
+                cells.append(f"{diff:+.2f}%")
+                if abs(diff) > abs(worst.get((a, b), (0.0, ""))[0]):
+                    worst[(a, b)] = (diff, job)
+            else:
+                cells.append("-")
+        lines.append(f"| {job} | " + " | ".join(cells) + " |")
+    for (a, b), (diff, job) in worst.items():
+        lines.append(f"\nLargest difference, {a} against {b}: {diff:+.2f}% ({job}).")
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fixed", action="store_true", help="a sweep under measure.stop=fixed")
-    parser.add_argument("--template", action="store_true", help="a sweep with child_start=template")
+    parser.add_argument(
+        "--sweeps", default="cold,warm", help=f"comma-separated, in order: {', '.join(SWEEPS)}"
+    )
+    parser.add_argument(
+        "--store", type=Path, help="keep the store and cache here (default: a new temp folder)"
+    )
     parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every sweep (after --)")
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="sweep-time-"))
-    store, cache = f"sqlite:///{scratch / 'mlflow.db'}", scratch / "cache"
-    plan = [("cold", []), ("warm", [])] + ([("fixed", ["measure.stop=fixed"])] if args.fixed else [])
-    plan += [("template", ["child_start=template"])] if args.template else []
-    walls = {name: sweep(name, store, cache, [*args.overrides, *extra]) for name, extra in plan}
-    runs = {name: jobs(store, name) for name in walls}
+    plan = [s for s in args.sweeps.split(",") if s]
+    unknown = [s for s in plan if s not in SWEEPS]
+    if unknown:
+        parser.error(f"unknown sweep(s) {', '.join(unknown)}; allowed: {', '.join(SWEEPS)}")
+    store = args.store or Path(tempfile.mkdtemp(prefix="sweep-time-"))
+    store.mkdir(parents=True, exist_ok=True)
+    ledger_file = store / LEDGER
+    ledger = json.loads(ledger_file.read_text()) if ledger_file.is_file() else []
+    for name in plan:
+        n = 1 + sum(e["name"] == name for e in ledger)
+        ledger.append(sweep(name, f"{name}-{n}", store, args.overrides))
+        ledger_file.write_text(json.dumps(ledger, indent=1))
+    runs = {e["experiment"]: jobs(store, e["experiment"]) for e in ledger}
     out = [
         f"Command: `python scripts/sweep_time.py {' '.join(sys.argv[1:])}`",
         "",
-        "| sweep | jobs | wall s | timed windows s | windows / wall | statuses |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| sweep | settings | jobs | wall s | before the first job s | timed windows s | windows / wall "
+        "| statuses |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, wall in walls.items():
-        out += summary(name, wall, runs[name])
-    for name in walls:
-        out += ["", f"Per job, {name} (seconds; first call in seconds too; rest = wall - the others):", ""]
-        out += breakdown(runs[name])
-    if args.fixed:
-        out += ["", "The warm sweep's ok figures beside the same jobs under `measure.stop=fixed`:", ""]
-        out += compare(runs["warm"], runs["fixed"])
-    if args.template:
-        out += ["", "The template sweep's ok figures (caches warm) beside the warm sweep's:", ""]
-        out += compare(runs["template"], runs["warm"], ("template", "fresh"))
+    out += [summary(e, runs[e["experiment"]]) for e in ledger]
+    for e in ledger:
+        out += ["", f"Per job, {e['experiment']} (seconds; rest = wall - the others):", ""]
+        out += breakdown(runs[e["experiment"]])
+    out += [
+        "",
+        "Throughput of every ok job, and the defaults against `old` (the measurement before issue 16):",
+        "",
+    ]
+    out += figures(ledger, runs)
     text = "\n".join(out) + "\n"
     print(text)
     if args.out:

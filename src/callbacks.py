@@ -26,7 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from src import upload
-from src.parent import answers, follow, tracking
+from src.parent import answers, follow, launch, tracking
 from src.parent.sweep import (
     check_surroundings,
     note_statuses,
@@ -40,6 +40,7 @@ from src.shared.results import JOB
 
 log = logging.getLogger(__name__)
 LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher")
+BASIC_LAUNCHER = "BasicLauncher"  # runs the jobs in this process
 
 
 class BenchCallback(Callback):
@@ -51,6 +52,8 @@ class BenchCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         validate_or_exit([([], config)], single=True)
         check_surroundings(config, Path(config.hydra.run.dir))
+        if config.child_start == "template":  # the job runs in this process: its imports start now
+            launch.warm_template([config.model.name])
         exp_id = self._open_store(config)
         project = os.environ.get(PARENT_ENV)
         if project and self._client.get_run(project).info.experiment_id != exp_id:
@@ -67,9 +70,16 @@ class BenchCallback(Callback):
         return exp_id
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        basic = BASIC_LAUNCHER in str(config.hydra.launcher.get("_target_"))
+        if basic and config.child_start == "template":  # torch's import overlaps the checks below
+            launch.warm_template()
         composed = sweep_configs(config)
         numbers = validate_or_exit(composed) if composed else None  # None: another sweeper's grid
         check_surroundings(config, Path(config.hydra.sweep.dir))
+        if numbers and basic:
+            # the jobs run in this process, one after another: its template imports their libraries now
+            jobs = [composed[n][1] for n in numbers]
+            launch.warm_template([cfg.model.name for cfg in jobs if cfg.child_start == "template"])
         exp_id = self._open_store(config)
         tags = {
             JOB.kind: "sweep",

@@ -76,6 +76,8 @@ def test_aotinductor_builds_a_loadable_package_and_reuses_it(tmp_path: Path) -> 
     _, got_again = outputs(again, model, x)
     assert again.tags["aoti_package_cache"] == "hit" and "aoti_compile_s" not in again.metrics
     torch.testing.assert_close(got_again, expected, rtol=1e-4, atol=1e-4)
+    backend.close()  # the scratch folders, as the child removes them
+    again.close()
 
 
 @pytest.mark.parametrize("model_name", ["densenet", "yolo"])
@@ -87,6 +89,7 @@ def test_onnxruntime_on_the_cpu_matches_eager_and_logs_the_onnx_file(model_name:
     assert backend.tags["onnxruntime_provider"] == "CPUExecutionProvider"
     (path,) = backend.export(tmp_path)
     assert path.name == "model.onnx" and path.stat().st_size > 1e6
+    backend.close()
 
 
 def test_onnxruntime_never_runs_a_gpu_job_on_another_provider() -> None:

@@ -197,3 +197,22 @@ def test_the_template_is_started_again_when_it_has_ended(tmp_path: Path) -> None
     result = run_in_child(spec, tmp_path / "b", start="template")
     assert result.status is Status.OK and result.tags["child_start"] == "template"
     assert isolation.Template.current.proc.pid != old.pid
+
+
+def test_a_sweeps_template_imports_its_models_libraries_before_the_first_job(tmp_path: Path) -> None:
+    """`warm_template` (called as a sweep starts) starts the template and has it import the sweep's model
+    libraries at once, without waiting for it; the first job is then forked by that same template."""
+    if isolation.Template.current is not None:
+        isolation.Template.current.close()
+    isolation.warm_template(["yolo"])
+    template = isolation.Template.current
+    assert template is not None
+    maps = Path(f"/proc/{template.proc.pid}/maps")
+    deadline = time.monotonic() + 120
+    while "cv2" not in maps.read_text() and time.monotonic() < deadline:  # Ultralytics imports OpenCV
+        time.sleep(0.2)
+    assert "cv2" in maps.read_text(), "the template did not import the YOLO model's libraries"
+    spec = make_spec(*fault_overrides("sleepy"), *QUICK, "batch_size=2")
+    result = run_in_child(spec, tmp_path / "first", start="template")
+    assert result.status is Status.OK and result.tags["child_start"] == "template"
+    assert isolation.Template.current.proc.pid == template.proc.pid

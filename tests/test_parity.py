@@ -38,6 +38,29 @@ def test_compare_measures_the_error_and_decides_pass_or_fail() -> None:
     assert parity.compare(torch.randn(4, 10), ref, "fp32").max_abs_err > 0  # only the first 2 samples
 
 
+def test_the_reference_runs_in_strict_fp32_without_autotuning_and_restores_the_job_settings() -> None:
+    """TF32 would loosen the reference; cuDNN's autotuning would benchmark every convolution for a batch
+    that no timed loop uses (seconds per job on a GPU). Both are off for that one call, then as before."""
+    seen: list[tuple[bool, bool, bool]] = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b = torch.backends
+            seen.append((b.cudnn.benchmark, b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32))
+            return x * 2
+
+    b = torch.backends
+    before = b.cudnn.benchmark, b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32
+    b.cudnn.benchmark, b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32 = True, True, True
+    try:
+        ref = parity.reference(Probe(), torch.ones(4, 3), samples=2)
+        assert seen == [(False, False, False)]
+        assert (b.cudnn.benchmark, b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32) == (True, True, True)
+        assert ref.shape == (2, 3) and bool((ref == 2).all())
+    finally:
+        b.cudnn.benchmark, b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32 = before
+
+
 @pytest.mark.parametrize(
     ("overrides", "arithmetic"),
     [

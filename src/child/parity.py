@@ -42,17 +42,28 @@ def first_tensor(output: Any) -> torch.Tensor:
 
 
 def reference(model: torch.nn.Module, x: torch.Tensor, samples: int) -> torch.Tensor:
-    """The eager fp32 output for the first `samples` samples of x, on the CPU (TF32 off)."""
+    """The eager fp32 output for the first `samples` samples of x, on the CPU (TF32 off). cuDNN's
+    autotuning is off for it: one call at a batch no timed loop uses would pay for benchmarking every
+    convolution's algorithms (seconds for a 3D model) and keep nothing of it."""
     import torch
 
-    allow = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    saved = (
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.benchmark,
+    )
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.benchmark = False
     try:
         with torch.inference_mode():
             ref = model.float().to(x.device)(x[:samples].float().contiguous())
             return first_tensor(ref).detach().float().cpu()
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = allow
+        (
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.benchmark,
+        ) = saved
 
 
 def compare(got: Any, ref: torch.Tensor, kind: str) -> Parity:

@@ -9,7 +9,8 @@ holds a GPU driver file (a library that initialised CUDA at import), and the lau
 interpreters. It only skips what every child would otherwise repeat: starting Python and importing torch,
 torchvision, MONAI or Ultralytics (seconds each, most of a short job's start-up).
 
-Protocol, one JSON object per line. In (stdin): `{"job_dir", "env", "imports"}`. Out (stdout): `{"pid"}`
+Protocol, one JSON object per line. In (stdin): `{"job_dir", "env", "imports"}`, or `{"imports"}` alone
+(import them now: the launcher sends the sweep's libraries before its first job). Out (stdout): `{"pid"}`
 for a forked child, `{"refused": why}` instead, and `{"exited": pid, "code": exit code}` when a child ends
 (a signal as its negative number, as `subprocess` reports it). The template ends when its stdin closes
 (the launcher ended), and its children end with it (`src.worker` watches its parent).
@@ -126,7 +127,8 @@ def main() -> int:
             return 0
         request = json.loads(line)
         load(request.get("imports", []), loaded)
-        reply(out, fork_job(request, out))
+        if "job_dir" in request:  # else only imports, sent ahead of the sweep's first job
+            reply(out, fork_job(request, out))
 
 
 if __name__ == "__main__":

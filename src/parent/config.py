@@ -67,8 +67,8 @@ class BenchConfig:
     smoke: bool = False  # each model's smoke_input_shape (tiny; for CPU checks, not for comparing)
     force: bool = False  # re-measure jobs that already have an identical finished `ok` run
     progress_every_s: float = 15.0  # a running job's phase is printed at least this often
-    child_start: str = "fresh"  # fresh: a new interpreter per job; template: forked by a process that
-    # imported torch and the model libraries once, never touching a GPU (src/parent/launch.py)
+    child_start: str = "template"  # template: forked by a process that imported torch and the model
+    # libraries once, never touching a GPU; fresh: a new interpreter per job (src/parent/launch.py)
     study_column: str | None = None  # set by conf/study/*.yaml: the study's column this job fills (report)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)

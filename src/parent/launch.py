@@ -29,6 +29,7 @@ from src.shared.results import JOB, JobResult
 from src.shared.spec import JobSpec
 
 KILL_GRACE_S = 5.0
+TEMPLATE_EXIT_S = 1.0
 LOG_TAIL_CHARS = 3000
 START_MODES = ("template", "fresh")
 
@@ -107,12 +108,37 @@ def _start(spec: JobSpec, job_dir: Path, start: str, deadline: float) -> tuple[C
 
 def child_imports(spec: JobSpec) -> list[str]:
     """What the job's child will import: the project's child code and the model's libraries."""
+    return model_imports([spec.model.name])
+
+
+def model_imports(models: Sequence[str]) -> list[str]:
+    """The project's child code and these models' libraries, in order, each once."""
     from src.models import MODELS
 
+    names = ["src.child.job"]
+    for model in models:
+        try:
+            names += MODELS.get(model).imports
+        except Exception:  # an unknown model is the child's to report
+            continue
+    return list(dict.fromkeys(names))
+
+
+def warm_template(models: Sequence[str] | None = None) -> None:
+    """Start this process's template now (its `import torch` runs while this process goes on: validating,
+    opening the store) and have it import what these models' jobs will import: the first job then waits
+    for less, and no later job for an import. None: start it only (the models are not known yet); an
+    empty list: nothing to do. Nothing is forked here; a template that cannot start is the first job's
+    to report."""
+    if Template.down or models == []:
+        return
     try:
-        return ["src.child.job", *MODELS.get(spec.model.name).imports]
-    except Exception:  # an unknown model is the child's to report
-        return ["src.child.job"]
+        if Template.current is None or Template.current.proc.poll() is not None:
+            Template.current = Template()
+        if models:
+            Template.current.send({"imports": model_imports(models)})
+    except OSError:
+        return
 
 
 class TemplateError(Exception):
@@ -125,7 +151,8 @@ class Template:
     current: Template | None = None
     down: str | None = None  # why it is not used any more (fresh interpreters from then on)
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self) -> None:
+        """Started, not waited for: its first answer comes after `import torch` (`fork` reads past it)."""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "src.child.template"],
             cwd=PROJECT_ROOT,
@@ -138,13 +165,13 @@ class Template:
         self.buffer = b""
         self.exits: dict[int, int | None] = {}
         atexit.register(self.close)
-        if "ready" not in self._next(deadline):
-            raise TemplateError("the template did not start")
 
-    def fork(self, job_dir: Path, imports: Sequence[str], deadline: float) -> int:
-        request = {"job_dir": str(job_dir), "env": child_environment(), "imports": list(imports)}
+    def send(self, request: dict) -> None:
         self.proc.stdin.write((json.dumps(request) + "\n").encode())  # type: ignore[union-attr]
         self.proc.stdin.flush()  # type: ignore[union-attr]
+
+    def fork(self, job_dir: Path, imports: Sequence[str], deadline: float) -> int:
+        self.send({"job_dir": str(job_dir), "env": child_environment(), "imports": list(imports)})
         while "pid" not in (message := self._next(deadline)):
             if "refused" in message:
                 raise TemplateError(message["refused"])
@@ -184,7 +211,7 @@ class Template:
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.close()  # type: ignore[union-attr]  # it ends when its input does
-                self.proc.wait(timeout=KILL_GRACE_S)
+                self.proc.wait(timeout=TEMPLATE_EXIT_S)  # or it is still importing: no child to wait for
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
@@ -208,7 +235,7 @@ class Forked:
             raise TemplateError(Template.down)
         try:
             if Template.current is None or Template.current.proc.poll() is not None:
-                Template.current = Template(deadline)
+                Template.current = Template()
             template = Template.current
             return cls(template, template.fork(job_dir, imports, deadline))
         except (TemplateError, OSError, subprocess.TimeoutExpired) as exc:

@@ -170,7 +170,7 @@ class MeasureConfig:
     min_iters: int = 5  # fixed: per window; ci: in all, and the loop lasts at least repeats x min_duration_s
     min_duration_s: float = 1.0
     ci_pct: float = 1.0  # ci: stop once the 95% confidence half-width of the mean is within this % of it
-    max_duration_s: float = 30.0  # ci: stop here (after 2 iterations at least) even if the mean is not known
+    max_duration_s: float = 10.0  # ci: stop here (after 2 iterations at least) even if the mean is not known
     timeout_s: float = 1200.0  # per job, from process start to result (build included); killed past it
     seed: int = 0  # input and random-weight seed
     cudnn_benchmark: bool = True  # torch.backends.cudnn.benchmark
