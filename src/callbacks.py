@@ -70,7 +70,8 @@ class BenchCallback(Callback):
         return exp_id
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        basic = BASIC_LAUNCHER in str(config.hydra.launcher.get("_target_"))
+        launcher = str(config.hydra.launcher.get("_target_"))
+        basic = BASIC_LAUNCHER in launcher
         if basic and config.child_start == "template":  # torch's import overlaps the checks below
             launch.warm_template()
         composed = sweep_configs(config)
@@ -102,7 +103,7 @@ class BenchCallback(Callback):
             if project:
                 tracking.log_all(self._client, project, tags={"sweep_run_id": parent})
         # jobs that die with this process (the basic launcher's, joblib's workers); a cluster's keep running
-        local = any(name in str(config.hydra.launcher.get("_target_")) for name in LOCAL_LAUNCHERS)
+        local = any(name in launcher for name in LOCAL_LAUNCHERS)
         self._parent = parent if local else None
         atexit.register(self._stopped)
         os.environ[PARENT_ENV] = parent

@@ -3,10 +3,10 @@ child's whole process group when it runs over (the child ends its group itself i
 and turn what the progress file holds (`src/shared/progress.py`) or, when no status line came, the exit code
 and the tail of the child's log, into exactly one `JobResult`.
 
-The child is started as `python -m src.worker JOB_DIR LAUNCHER_PID` or, with `child_start=template`, forked
-by this process's template (`src/child/template.py`: torch and the job's model libraries imported once, no
-GPU touched; a fresh interpreter again when the template cannot fork). Either way it runs the same code in a
-process, session and process group of its own; the run's tag `child_start` says which.
+The child is forked by this process's template (`src/child/template.py`: torch and the job's model libraries
+imported once, no GPU touched) or, with `child_start=fresh` or when the template cannot fork, started as
+`python -m src.worker JOB_DIR LAUNCHER_PID`. Either way it runs the same code in a process, session and
+process group of its own; the run's tag `child_start` says which.
 """
 
 from __future__ import annotations
@@ -133,10 +133,9 @@ def warm_template(models: Sequence[str] | None = None) -> None:
     if Template.down or models == []:
         return
     try:
-        if Template.current is None or Template.current.proc.poll() is not None:
-            Template.current = Template()
+        template = Template.running()
         if models:
-            Template.current.send({"imports": model_imports(models)})
+            template.send({"imports": model_imports(models)})
     except OSError:
         return
 
@@ -165,6 +164,13 @@ class Template:
         self.buffer = b""
         self.exits: dict[int, int | None] = {}
         atexit.register(self.close)
+
+    @classmethod
+    def running(cls) -> Template:
+        """This process's template, started if there is none or it ended."""
+        if cls.current is None or cls.current.proc.poll() is not None:
+            cls.current = cls()
+        return cls.current
 
     def send(self, request: dict) -> None:
         self.proc.stdin.write((json.dumps(request) + "\n").encode())  # type: ignore[union-attr]
@@ -234,9 +240,7 @@ class Forked:
         if Template.down:
             raise TemplateError(Template.down)
         try:
-            if Template.current is None or Template.current.proc.poll() is not None:
-                Template.current = Template()
-            template = Template.current
+            template = Template.running()
             return cls(template, template.fork(job_dir, imports, deadline))
         except (TemplateError, OSError, subprocess.TimeoutExpired) as exc:
             timed_out = isinstance(exc, subprocess.TimeoutExpired)
