@@ -63,7 +63,7 @@ def sweep(name: str, experiment: str, store: Path, overrides: list[str]) -> dict
         shutil.rmtree(cache, ignore_errors=True)
     extra = [*overrides, *SWEEPS[name]]
     uri = f"sqlite:///{store / 'mlflow.db'}"
-    args = [*GRID, f"tracking.uri={uri}", f"tracking.experiment={experiment}", "tracking.log_engine=false"]
+    args = [*GRID, f"tracking.uri={uri}", f"tracking.experiment={experiment}"]
     env = {**os.environ, "BENCH_CACHE_DIR": str(cache), "YOLO_OFFLINE": "1"}
     started = time.time()
     begin = time.perf_counter()

@@ -30,6 +30,7 @@ from src.parent import answers, follow, launch, tracking
 from src.parent.sweep import (
     check_surroundings,
     note_statuses,
+    share_compositions,
     summary_table,
     sweep_configs,
     validate_or_exit,
@@ -78,6 +79,7 @@ class BenchCallback(Callback):
         numbers = validate_or_exit(composed) if composed else None  # None: another sweeper's grid
         check_surroundings(config, Path(config.hydra.sweep.dir))
         if numbers and basic:
+            share_compositions(config, composed)  # the jobs are composed in this process: once each
             # the jobs run in this process, one after another: its template imports their libraries now
             jobs = [composed[n][1] for n in numbers]
             launch.warm_template([cfg.model.name for cfg in jobs if cfg.child_start == "template"])

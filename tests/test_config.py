@@ -154,3 +154,41 @@ def test_spec_round_trips_through_json_and_gives_flat_params() -> None:
     assert params["model.blocks_down"] == "1,2,2,4"
     assert params["backend.method"] == "auto"
     assert params["measure.min_duration_s"] == "1.0" and params["measure.repeats"] == "3"
+
+
+def test_a_basic_sweep_composes_each_jobs_config_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweeper's check and the launcher get copies of the compositions made for our own check."""
+    from hydra import initialize_config_dir
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    from src.parent.sweep import share_compositions, sweep_configs
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        args = ["model=densenet,yolo", "smoke=true"]
+        master = loader.load_configuration("config", args, run_mode=RunMode.MULTIRUN)
+        composed = sweep_configs(master)
+        jobs = [["model=densenet", "smoke=True"], ["model=yolo", "smoke=True"]]
+        assert [job for job, _ in composed] == jobs
+        share_compositions(master, composed)
+        composing: list[object] = []
+        real = ConfigLoaderImpl.load_configuration
+        monkeypatch.setattr(
+            ConfigLoaderImpl,
+            "load_configuration",
+            lambda self, *a, **k: composing.append(a) or real(self, *a, **k),
+        )
+        for job, cfg in composed:
+            for _ in range(2):  # the sweeper's check, then the launcher, which writes into its copy
+                got = loader.load_sweep_config(master, list(job))
+                assert got is not cfg
+                assert OmegaConf.to_container(got) == OmegaConf.to_container(cfg)
+                with open_dict(got):
+                    got.hydra.job.id = 7
+        assert composing == []
+        assert all(OmegaConf.is_missing(cfg.hydra.job, "id") for _, cfg in composed)
+        other = loader.load_sweep_config(master, ["model=segresnet", "smoke=True"])  # not one of them
+        assert other.model.name == "segresnet" and len(composing) == 1

@@ -152,6 +152,28 @@ def test_a_gpu_job_measures_energy_and_its_trace_agrees(store: str, tmp_path: Pa
     assert len(history) == m["trace_samples"] and [h.step for h in history] == list(range(len(history)))
 
 
+def test_idle_power_is_read_once_per_gpu_in_a_process_unless_asked_for_each_job(
+    store: str, tmp_path: Path
+) -> None:
+    import mlflow
+
+    from src.parent.config import to_spec
+    from src.parent.runner import run_job
+    from tests.conftest import compose_cfg
+
+    client = mlflow.MlflowClient(store)
+    metrics = []
+    for batch, once in [(2, True), (3, True), (4, False)]:  # three jobs: no rerun is skipped as measured
+        settings = [f"batch_size={batch}", f"telemetry.idle_once={once}", f"tracking.uri={store}"]
+        cfg = compose_cfg("smoke=true", *QUICK, *settings)
+        _, run_id = run_job(cfg, to_spec(cfg), tmp_path / f"job{batch}", parent=None)
+        metrics.append(client.get_run(run_id).data.metrics)
+    first, second, each = metrics
+    assert second["idle_power_w"] == first["idle_power_w"]  # the same reading, older
+    assert second["idle_power_age_s"] > first["idle_power_age_s"] >= 0
+    assert each["idle_power_age_s"] == 0  # read before the job
+
+
 def test_a_card_preset_runs_only_on_such_a_card(tmp_path: Path) -> None:
     name = torch.cuda.get_device_name(0)
     mine, other = ("h200", "l4") if "H200" in name else ("l4", "h200") if "L4" in name else (None, "a2")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -216,3 +217,40 @@ def test_a_sweeps_template_imports_its_models_libraries_before_the_first_job(tmp
     result = run_in_child(spec, tmp_path / "first", start="template")
     assert result.status is Status.OK and result.tags["child_start"] == "template"
     assert isolation.Template.current.proc.pid == template.proc.pid
+
+
+def test_requests_read_together_are_each_answered_and_a_job_waits_only_for_its_own_libraries(
+    tmp_path: Path,
+) -> None:
+    """The template reads the sweep's libraries and the first job's request in one read (both came while
+    it imported torch): the job is forked at once, and the libraries sent ahead are imported after."""
+    done = tmp_path / "imported"
+    env = {**isolation.child_environment(), "SLOW_IMPORT_DONE": str(done)}
+    template = subprocess.Popen(
+        [sys.executable, "-m", "src.child.template"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    (tmp_path / "job").mkdir()
+    requests = [
+        {"imports": ["tests.plugins.slow_import"]},  # for later jobs: it takes 3 s
+        {"job_dir": str(tmp_path / "job"), "env": env, "imports": []},
+    ]
+    template.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+    template.stdin.flush()
+    try:
+        replies, deadline = b"", time.monotonic() + 60
+        while b'"pid"' not in replies and time.monotonic() < deadline:
+            if select.select([template.stdout], [], [], 1)[0]:
+                replies += os.read(template.stdout.fileno(), 65536)
+        assert b'"pid"' in replies, f"the template did not fork the job: {replies}"
+        assert not done.exists(), "the job waited for a library sent ahead for other jobs"
+        deadline = time.monotonic() + 60
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert done.exists(), "the library sent ahead was never imported"
+    finally:
+        template.stdin.close()
+        template.wait(timeout=30)

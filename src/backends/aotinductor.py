@@ -1,7 +1,7 @@
 """AOTInductor: `torch.export` at the job's input, `torch._inductor.aoti_compile_and_package` into a `.pt2`
-package (compiled kernels and weights, loadable without Python's model code), loaded back with
-`aoti_load_package` and timed. The package is the run's engine artifact; its build time is `build_time_s`
-(split into `export_s` and `aoti_compile_s`). Inductor's caches are the persistent ones of
+package (compiled kernels and weights, loadable without Python's model code), loaded back with Inductor's
+package loader and timed. The package is the run's engine artifact; its build time is `build_time_s` (split
+into `export_s` and `aoti_compile_s`). Inductor's caches are the persistent ones of
 src/backends/inductor.py; on top of them, a package built for an identical job
 (src/backends/engine_cache.py) is reused whole, since even with Inductor's caches warm the package's C++
 wrapper is compiled again.
@@ -20,6 +20,7 @@ from src.backends.base import BACKENDS, Backend
 from src.backends.engine_cache import EngineCache, cache_key, cache_root, key_inputs
 from src.backends.exporting import export_program
 from src.backends.inductor import cache_counts, cache_state, use_persistent_caches
+from src.shared.envinfo import cpu_model
 from src.shared.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -54,7 +55,8 @@ class AOTInductor(Backend):
         with torch._inductor.config.patch(configs):
             self.tags["aoti_cxx"] = str(cpp_builder.get_cpp_compiler())
         cache = EngineCache(cache_root(self.options.cache_dir), "aotinductor") if self.options.cache else None
-        versions = {"torch": torch.__version__, "cxx": self.tags["aoti_cxx"]}  # other compiler: new package
+        # another compiler or CPU (the wrapper is compiled for this one's vector ISA): another package
+        versions = {"torch": torch.__version__, "cxx": self.tags["aoti_cxx"], "cpu": cpu_model()}
         key = cache_key(key_inputs(self.job, device_identity(example.device), versions, configs))
         if cache is not None and cache.lookup(key) is not None:
             self._package = cache.entry(key) / "model.pt2"
@@ -64,12 +66,7 @@ class AOTInductor(Backend):
             if cache is not None:
                 self._package = cache.store(key, {"model.pt2": self._package}, {"key": key}) / "model.pt2"
             self.tags["aoti_package_cache"] = "miss" if cache is not None else "off"
-        index = example.device.index if example.device.type == "cuda" else -1
-        # aoti_load_package probes the CPU's vector ISAs (per ISA a compiler run and a Python subprocess) only
-        # to compare with the package's metadata and warn on a mismatch. The package is compiled already: the
-        # base probe is skipped (docs/backends.md, "AOTInductor", has the measurements).
-        with torch._inductor.config.patch({"cpp.vec_isa_ok": True}):
-            return torch._inductor.aoti_load_package(str(self._package), device_index=index)
+        return load_package(self._package, example.device.index if example.device.type == "cuda" else -1)
 
     def _build(self, model: torch.nn.Module, example: torch.Tensor, configs: dict[str, Any]) -> Path:
         import torch
@@ -89,11 +86,28 @@ class AOTInductor(Backend):
         return [Path(shutil.copy(self._package, out_dir / self._package.name))]
 
 
+def load_package(path: Path, device_index: int) -> Callable[..., Any]:
+    """The package's runner, from Inductor's package loader. `aoti_load_package` wraps the same loader and
+    then compares this host's CPU and GPU with the package's, only to warn on a mismatch; on a CPU with
+    AVX-512 or AMX that comparison compiles a probe per instruction-set extension and loads each in a new
+    Python process: 22-25 s per process on the H200 host (docs/backends.md, "Loading a cached
+    AOTInductor package"). The package was built for this CPU, GPU and compiler (the cache key names
+    them), so the loader is used directly; a torch without it gets `aoti_load_package`."""
+    import torch
+
+    try:
+        from torch._inductor.package.package import AOTICompiledModel
+
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, device_index)
+    except (AttributeError, ImportError, TypeError):
+        with torch._inductor.config.patch({"cpp.vec_isa_ok": True}):  # skips the base probe only
+            return torch._inductor.aoti_load_package(str(path), device_index=device_index)
+    return AOTICompiledModel(loader)
+
+
 def device_identity(device: torch.device) -> dict[str, str]:
     """What of the device changes compiled code: the GPU's name and compute capability, or the CPU's."""
     import torch
-
-    from src.shared.envinfo import cpu_model
 
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

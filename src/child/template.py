@@ -9,11 +9,12 @@ holds a GPU driver file (a library that initialised CUDA at import), and the lau
 interpreters. It only skips what every child would otherwise repeat: starting Python and importing torch,
 torchvision, MONAI or Ultralytics (seconds each, most of a short job's start-up).
 
-Protocol, one JSON object per line. In (stdin): `{"job_dir", "env", "imports"}`, or `{"imports"}` alone
-(import them now: the launcher sends the sweep's libraries before its first job). Out (stdout): `{"pid"}`
-for a forked child, `{"refused": why}` instead, and `{"exited": pid, "code": exit code}` when a child ends
-(a signal as its negative number, as `subprocess` reports it). The template ends when its stdin closes
-(the launcher ended), and its children end with it (`src.worker` watches its parent).
+Protocol, one JSON object per line. In (stdin): `{"job_dir", "env", "imports"}` (the job's libraries are
+imported, then it is forked), or `{"imports"}` alone: the sweep's libraries, sent before its first job and
+imported one by one in the order given whenever no job is asking (a job never waits for another's). Out
+(stdout): `{"pid"}` for a forked child, `{"refused": why}` instead, and `{"exited": pid, "code": exit code}`
+when a child ends (a signal as its negative number, as `subprocess` reports it). The template ends when its
+stdin closes (the launcher ended), and its children end with it (`src.worker` watches its parent).
 """
 
 from __future__ import annotations
@@ -117,18 +118,44 @@ def main() -> int:
     loaded: set[str] = set()
     load(["torch"], loaded)
     reply(out, {"ready": os.getpid()})
+    requests = Lines(sys.stdin.fileno())
+    ahead: list[str] = []  # libraries sent ahead of the jobs, imported one by one while no job asks
     while True:
-        ready, _, _ = select.select([sys.stdin], [], [], 0.1)
         reap(out)
-        if not ready:
+        request = requests.next(0.0 if ahead else 0.1)
+        if request is None:
+            if ahead:
+                load([ahead.pop(0)], loaded)
             continue
-        line = sys.stdin.readline()
-        if not line:  # the launcher ended: so does the template (its children follow, see src.worker)
+        if not request:  # the launcher ended: so does the template (its children follow, see src.worker)
             return 0
-        request = json.loads(line)
-        load(request.get("imports", []), loaded)
-        if "job_dir" in request:  # else only imports, sent ahead of the sweep's first job
+        if "job_dir" in request:  # a job: its own libraries first, the others' after it is forked
+            load(request.get("imports", []), loaded)
             reply(out, fork_job(request, out))
+        else:
+            ahead += [name for name in request.get("imports", []) if name not in loaded and name not in ahead]
+
+
+class Lines:
+    """JSON requests, one per line, read from a file descriptor with a buffer of its own: `select` sees
+    only bytes not read yet, so lines that came in one read wait here, not in a stream's hidden buffer."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buffer = fd, b""
+
+    def next(self, wait_s: float) -> dict | None:
+        """The next request; None if none came within `wait_s`; {} when the input has ended."""
+        if b"\n" not in self.buffer:
+            if not select.select([self.fd], [], [], wait_s)[0]:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return {}
+            self.buffer += chunk
+            if b"\n" not in self.buffer:
+                return None
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from src.shared.envinfo import cpu_model, git_info, host_tags, library_versions
 from src.shared.errors import Status
 from src.shared.locks import any_device_lock, device_lock
 from src.shared.progress import ARTIFACTS, CHILD_LOG, PROGRESS, SPEC, read_progress
-from src.shared.results import JOB, LATENCY, LINK, TRACE, EnergyWindow, JobResult, Stability
+from src.shared.results import ENERGY, JOB, LATENCY, LINK, TRACE, EnergyWindow, JobResult, Stability
 from src.shared.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -234,9 +234,14 @@ def measure(
     every_s: float,
     start: str,
 ) -> tuple[JobResult, telemetry.Trace | None]:
-    """The child, with idle power read before it and a trace sampled during it (the device is claimed)."""
+    """The child, with idle power (read before it, or reused) and a trace sampled during it (the device is
+    claimed)."""
     hz = spec.telemetry.sample_hz
-    idle = telemetry.idle_power_w(gpu.nvml_index, spec.telemetry.idle_s, hz) if gpu else None
+    idle, idle_age = (
+        telemetry.idle_power(gpu.nvml_index, spec.telemetry.idle_s, hz, spec.telemetry.idle_once)
+        if gpu
+        else (None, None)
+    )
     sampler = telemetry.Sampler(gpu.nvml_index, hz) if gpu and hz > 0 else None
     with sampler or nullcontext():
         result = run_in_child(spec, job_dir, heartbeat, every_s, start)
@@ -244,7 +249,9 @@ def measure(
     if window is not None:  # the child's energy figures, with the idle power read here: net energy
         result.metrics.update(window.with_idle(idle).metrics())
     elif idle is not None:
-        result.metrics["idle_power_w"] = idle
+        result.metrics[ENERGY.idle_power_w] = idle
+    if idle_age is not None:
+        result.metrics[ENERGY.idle_power_age_s] = idle_age
     if sampler is None:
         result.tags["trace_status"] = (
             "off (telemetry.sample_hz=0)" if gpu else "no GPU trace (CPU or no NVML)"

@@ -1,4 +1,5 @@
-"""GPU telemetry around a job: idle power before it, a sampled trace while it runs, trust signals.
+"""GPU telemetry around a job: idle power (before it, or once per GPU and process), a sampled trace while it
+runs, trust signals.
 
 The sampler is a thread in the launching (Hydra) process, not in the measuring child, so it never competes
 with the timed loop for the child's interpreter lock. Samples carry wall-clock stamps; the child stamps the
@@ -68,6 +69,22 @@ class Sampler:
                     self._stop.wait(max(0.0, next_at - time.monotonic()))
         except Exception as exc:  # the trace is an extra: a failure is reported, never fatal
             self.trace.error = f"{type(exc).__name__}: {exc}"
+
+
+_idle_read: dict[int, tuple[float, float]] = {}  # NVML index -> (watts, monotonic time read), this process
+
+
+def idle_power(nvml_index: int, seconds: float, hz: float, once: bool) -> tuple[float | None, float | None]:
+    """Idle power and its age in seconds. `once`: read before this process's first job on the GPU, when
+    none of its jobs has warmed the card yet (read right after a job, a card reads well above its settled
+    idle for seconds: docs/investigations.md), and reused; a failed reading is tried again next job."""
+    if once and nvml_index in _idle_read:
+        watts, at = _idle_read[nvml_index]
+        return watts, time.monotonic() - at
+    watts = idle_power_w(nvml_index, seconds, hz)
+    if once and watts is not None:
+        _idle_read[nvml_index] = watts, time.monotonic()
+    return watts, (0.0 if watts is not None else None)
 
 
 def idle_power_w(nvml_index: int, seconds: float, hz: float) -> float | None:

@@ -116,6 +116,7 @@ ENERGY = Names(
     "window_start_unix",
     "window_end_unix",
     "idle_power_w",
+    "idle_power_age_s",
     "energy_j",
     "energy_j_per_img",
     "power_mean_w",

@@ -210,7 +210,8 @@ class MeasureConfig:
 @dataclass
 class TelemetryConfig:
     sample_hz: float = 10.0  # power/clock/utilisation trace, sampled by the launching process; 0: off
-    idle_s: float = 1.0  # idle power is read for this long before each job
+    idle_s: float = 1.0  # idle power is read for this long (0: not read)
+    idle_once: bool = True  # once per GPU per launching process, before its first job there; false: each job
     energy_min_window_s: float = 1.0  # with an energy counter, the timed window lasts at least this long
     lock: bool = True  # one measuring job per device at a time, whatever launched it (file lock)
 
