@@ -11,7 +11,7 @@ torchvision, MONAI or Ultralytics (seconds each, most of a short job's start-up)
 
 Protocol, one JSON object per line. In (stdin): `{"job_dir", "env", "imports"}` (the job's libraries are
 imported, then it is forked), or `{"imports"}` alone: the sweep's libraries, sent before its first job and
-imported one by one in the order given whenever no job is asking (a job never waits for another's). Out
+imported one by one in the order given while no job asks (a job waits at most for the one under way). Out
 (stdout): `{"pid"}` for a forked child, `{"refused": why}` instead, and `{"exited": pid, "code": exit code}`
 when a child ends (a signal as its negative number, as `subprocess` reports it). The template ends when its
 stdin closes (the launcher ended), and its children end with it (`src.worker` watches its parent).
