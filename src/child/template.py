@@ -23,11 +23,11 @@ import contextlib
 import importlib
 import json
 import os
-import select
 import signal
 import sys
 from typing import TextIO
 
+from src.shared.lines import ENDED, Lines
 from src.shared.progress import CHILD_LOG
 
 GPU_FILES = ("/dev/nvidia", "/dev/dri", "/dev/kfd")  # what a CUDA (or ROCm) driver opens when initialised
@@ -127,35 +127,13 @@ def main() -> int:
             if ahead:
                 load([ahead.pop(0)], loaded)
             continue
-        if not request:  # the launcher ended: so does the template (its children follow, see src.worker)
+        if request is ENDED:  # the launcher ended: so does the template (its children follow, see src.worker)
             return 0
         if "job_dir" in request:  # a job: its own libraries first, the others' after it is forked
             load(request.get("imports", []), loaded)
             reply(out, fork_job(request, out))
         else:
             ahead += [name for name in request.get("imports", []) if name not in loaded and name not in ahead]
-
-
-class Lines:
-    """JSON requests, one per line, read from a file descriptor with a buffer of its own: `select` sees
-    only bytes not read yet, so lines that came in one read wait here, not in a stream's hidden buffer."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd, self.buffer = fd, b""
-
-    def next(self, wait_s: float) -> dict | None:
-        """The next request; None if none came within `wait_s`; {} when the input has ended."""
-        if b"\n" not in self.buffer:
-            if not select.select([self.fd], [], [], wait_s)[0]:
-                return None
-            chunk = os.read(self.fd, 65536)
-            if not chunk:
-                return {}
-            self.buffer += chunk
-            if b"\n" not in self.buffer:
-                return None
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return json.loads(line)
 
 
 if __name__ == "__main__":

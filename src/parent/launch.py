@@ -14,7 +14,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from src import PROJECT_ROOT
 from src.shared.errors import Status
+from src.shared.lines import ENDED, Lines
 from src.shared.progress import CHILD_LOG, PROGRESS, SPEC, read_progress
 from src.shared.results import JOB, JobResult
 from src.shared.spec import JobSpec
@@ -91,7 +91,7 @@ def _start(spec: JobSpec, job_dir: Path, start: str, deadline: float) -> tuple[C
     how = "fresh"
     if start == "template":
         try:
-            return Forked.start(job_dir, child_imports(spec), deadline), "template"
+            return Forked.start(job_dir, model_imports([spec.model.name]), deadline), "template"
         except TemplateError as exc:
             how = f"fresh (the template could not fork it: {exc})"
     with (job_dir / CHILD_LOG).open("wb") as log:
@@ -104,11 +104,6 @@ def _start(spec: JobSpec, job_dir: Path, start: str, deadline: float) -> tuple[C
             start_new_session=True,  # its own process group: a timeout kills everything it started
         )
     return proc, how
-
-
-def child_imports(spec: JobSpec) -> list[str]:
-    """What the job's child will import: the project's child code and the model's libraries."""
-    return model_imports([spec.model.name])
 
 
 def model_imports(models: Sequence[str]) -> list[str]:
@@ -161,7 +156,7 @@ class Template:
             stderr=subprocess.DEVNULL,  # what libraries print while imported there
             start_new_session=True,  # a Ctrl-C in the terminal is the launcher's to handle
         )
-        self.buffer = b""
+        self.replies = Lines(self.proc.stdout.fileno())  # type: ignore[union-attr]
         self.exits: dict[int, int | None] = {}
         atexit.register(self.close)
 
@@ -194,20 +189,15 @@ class Template:
 
     def _next(self, deadline: float | None) -> dict:
         """The next message that is not a child's exit (those are kept); TimeoutExpired past `deadline`."""
-        assert self.proc.stdout is not None
         while True:
-            while b"\n" not in self.buffer:
-                left = None if deadline is None else deadline - time.monotonic()
+            left = None if deadline is None else deadline - time.monotonic()
+            message = self.replies.next(None if left is None else max(left, 0.0))
+            if message is None:
                 if left is not None and left <= 0:
                     raise subprocess.TimeoutExpired("template", 0)
-                if not select.select([self.proc.stdout], [], [], left)[0]:
-                    continue
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-                if not chunk:
-                    raise TemplateError(f"the template process ended (exit code {self.proc.poll()})")
-                self.buffer += chunk
-            line, self.buffer = self.buffer.split(b"\n", 1)
-            message = json.loads(line)
+                continue
+            if message is ENDED:
+                raise TemplateError(f"the template process ended (exit code {self.proc.poll()})")
             if "exited" not in message:
                 return message
             self.exits[int(message["exited"])] = message["code"]
