@@ -31,11 +31,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from src import PROJECT_ROOT
 from src.parent import tracking
-from src.shared.results import JOB, LATENCY
+from src.shared.results import JOB, LATENCY, STOP
 
 GRID = ["+experiment=study", "hydra.sweeper.params.batch_index='0,1'"]
 SWEEPS = {  # name: overrides on top of the defaults
@@ -91,9 +92,7 @@ def jobs(store: Path, experiment: str) -> list:
 
 def summary(entry: dict, runs: list) -> str:
     windows = sum(r.data.metrics.get(LATENCY.window_s, 0.0) for r in runs)
-    statuses: dict[str, int] = {}
-    for r in runs:
-        statuses[r.data.tags.get(JOB.status, "?")] = statuses.get(r.data.tags.get(JOB.status, "?"), 0) + 1
+    statuses = Counter(r.data.tags.get(JOB.status, "?") for r in runs)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     wall = entry["wall_s"]
     first = (runs[0].info.start_time / 1000 - entry["started"]) if runs else 0.0
@@ -114,7 +113,7 @@ def breakdown(runs: list) -> list[str]:
         wall = m.get(JOB.job_wall_s, 0.0)
         rate = m.get(LATENCY.throughput_img_s)
         cells = " | ".join(f"{p:.1f}" for p in parts)
-        stop = t.get("stop_reason", "").split(":")[0].split(" (")[0]
+        stop = t.get(STOP.stop_reason, "").split(":")[0].split(" (")[0]
         start = t.get(JOB.child_start, "-").split(" (")[0]
         img_s = f"{rate:.1f}" if rate else "-"
         lines.append(
