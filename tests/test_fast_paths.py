@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.backends import precompile
 from src.backends.onnxruntime import OnnxRuntime
 from src.parent.config import unsupported_combination
 from src.parent.launch import run_in_child
@@ -34,6 +35,7 @@ def test_a_repeated_compile_sweep_hits_inductors_caches(store: str, tmp_path: Pa
     cache = tmp_path / "cache"
     args = ["-m", "model=segresnet", "smoke=true", "batch_size=2", "backend=compile", "gpu=cpu", *QUICK]
     args += ["measure.warmup_iters=1,2", f"backend.options.cache_dir={cache}", f"tracking.uri={store}"]
+    args.append("backend.options.precompile=false")  # the JIT path, which Inductor's caches serve
     out = run_bench(args, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     client = MlflowClient(store)
@@ -57,6 +59,29 @@ def test_compile_matches_eager_on_the_cpu(tmp_path: Path) -> None:
     expected, got = outputs(backend, model, x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     assert backend.metrics["dynamo_unique_graphs"] >= 1 and backend.metrics["compile_s"] > 0
+
+
+def test_compile_precompiles_once_then_loads_and_falls_back_when_the_module_is_bad(tmp_path: Path) -> None:
+    """Dynamo's precompile: the first job traces and stores the compiled module, the next loads it without
+    tracing (and runs it with its own model's weights); a module that no longer loads is removed and the
+    job compiles on its first call instead."""
+    settings = ("backend=compile", "model=segresnet", f"backend.options.cache_dir={tmp_path}")
+
+    def job(tag: str, graphs: int):
+        backend, model, x = prepared(*settings)  # a new model: new random weights
+        expected, got = outputs(backend, model, x)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        assert backend.tags["precompile"].startswith(tag), backend.tags["precompile"]
+        assert backend.metrics["dynamo_unique_graphs"] == graphs
+        backend.close()
+
+    job("miss", 1)
+    (module,) = (tmp_path / "compile").glob("*/module.bin")
+    job("hit", 0)
+    module.write_bytes(b"not a compiled module")
+    job("off: failed, compiled on the first call instead", 1)
+    assert not module.parent.exists()  # the bad module was removed: the next job stores a new one
+    assert "records CUDA graphs" in (precompile.problem("reduce-overhead") or "")
 
 
 def test_aotinductor_builds_a_loadable_package_and_reuses_it(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.backends.base import BACKENDS, Backend
-from src.backends.engine_cache import EngineCache, cache_key, cache_root, key_inputs
+from src.backends.engine_cache import EngineCache, cache_key, cache_root, device_identity, key_inputs
 from src.backends.exporting import export_program
 from src.backends.inductor import cache_counts, cache_state, use_persistent_caches
 from src.shared.envinfo import cpu_model
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 @BACKENDS.register("aotinductor")
 class AOTInductor(Backend):
+    imports = ("torch._dynamo", "torch._inductor.compile_fx", "torch.export")
+
     @dataclass(frozen=True)
     class Options:
         max_autotune: bool = False  # Inductor's max_autotune for the package's kernels (long builds)
@@ -103,13 +105,3 @@ def load_package(path: Path, device_index: int) -> Callable[..., Any]:
         with torch._inductor.config.patch({"cpp.vec_isa_ok": True}):  # skips the base probe only
             return torch._inductor.aoti_load_package(str(path), device_index=device_index)
     return AOTICompiledModel(loader)
-
-
-def device_identity(device: torch.device) -> dict[str, str]:
-    """What of the device changes compiled code: the GPU's name and compute capability, or the CPU's."""
-    import torch
-
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        return {"name": props.name, "capability": f"{props.major}.{props.minor}"}
-    return {"name": cpu_model(), "capability": "cpu"}

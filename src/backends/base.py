@@ -38,6 +38,7 @@ class Backend(ABC):
     channels_last: ClassVar[bool] = True  # False: the backend cannot take a channels-last input
     tf32: ClassVar[bool] = True  # False: the backend ignores PyTorch's TF32 switches (tf32 must stay default)
     Options: ClassVar[type] = NoOptions
+    imports: ClassVar[tuple[str, ...]] = ()  # what `prepare` imports; the template imports it ahead
 
     def __init__(self, options: Any, job: JobSpec) -> None:
         self.options = options

@@ -7,7 +7,9 @@ happens on the first calls, so `prepare` makes them (under `torch.inference_mode
 runs) and the build time is the compile. Dynamo's counters
 then give the graphs made, the graph breaks (above zero: a warning and a tag, since "compiled" is then
 partly eager) and any recompilation during the timed loop. Inductor's caches are persistent
-(src/backends/inductor.py); the run records whether they were hit.
+(src/backends/inductor.py); the run records whether they were hit. With `precompile` (the default), the
+graph is captured whole ahead of the first call and the compiled module kept in the engine cache, so a
+repeated job loads it instead of tracing again (src/backends/precompile.py; tag `precompile`).
 
 `reduce-overhead` adds CUDA graphs (Inductor's cudagraph trees), which record during the first calls:
 `warm_calls` covers them. `max-autotune` benchmarks kernel choices on the device (long builds); its results
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from src.backends import precompile
 from src.backends.base import BACKENDS, Backend
 from src.backends.inductor import cache_counts, cache_state, use_persistent_caches
 from src.shared.errors import ConfigError
@@ -46,11 +49,14 @@ def dynamo_counts() -> dict[str, int]:
 
 @BACKENDS.register("compile")
 class Compile(Backend):
+    imports = ("torch._dynamo", "torch._inductor.compile_fx")
+
     @dataclass(frozen=True)
     class Options:
         mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
         fullgraph: bool = False  # true: a graph break is an error instead of a warning
         warm_calls: int = 3  # calls made while preparing (compile, CUDA-graph recording); part of the build
+        precompile: bool = True  # Dynamo's precompile, kept in the engine cache (src/backends/precompile.py)
         cache_dir: str | None = None  # None: $BENCH_CACHE_DIR, else ~/.cache/gpu-inference-bench
 
         def __post_init__(self) -> None:
@@ -61,15 +67,25 @@ class Compile(Backend):
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], Any]:
         import torch
+        from torch._dynamo.utils import counters
 
         folder = use_persistent_caches(self.options.cache_dir)
         torch._dynamo.reset()
-        mode = None if self.options.mode == "default" else self.options.mode
-        fn = torch.compile(model, mode=mode, fullgraph=self.options.fullgraph, dynamic=False)
+        counters.clear()  # this build's counts (a job's child is a fresh process; a test's is not)
         with torch.inference_mode():
             model(example)  # the eager dry run (see the module's docstring); part of the build time
             start = time.perf_counter()
-            fn(example)
+            fn, self.tags["precompile"] = None, "off: backend.options.precompile=false"
+            if self.options.precompile:
+                fn, self.tags["precompile"] = precompile.load_or_compile(
+                    model, example, self.job, self.options.mode, self.options.cache_dir, self.scratch
+                )
+            if fn is None:  # the JIT path: Dynamo traces on the first call
+                torch._dynamo.reset()
+                counters.clear()  # a failed precompile's counts are not this path's
+                mode = None if self.options.mode == "default" else self.options.mode
+                fn = torch.compile(model, mode=mode, fullgraph=self.options.fullgraph, dynamic=False)
+                fn(example)
             if example.device.type == "cuda":
                 torch.cuda.synchronize(example.device)
             self.metrics["compile_s"] = time.perf_counter() - start

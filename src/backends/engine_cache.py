@@ -16,9 +16,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from src.shared.envinfo import cpu_model
 from src.shared.spec import JobSpec
+
+if TYPE_CHECKING:
+    import torch
 
 
 def cache_root(configured: str | None) -> Path:
@@ -85,3 +89,13 @@ class EngineCache:
         except OSError:  # another job stored the same key meanwhile: keep theirs
             shutil.rmtree(staging, ignore_errors=True)
         return final
+
+
+def device_identity(device: torch.device) -> dict[str, str]:
+    """What of the device changes compiled code: the GPU's name and compute capability, or the CPU's."""
+    import torch
+
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return {"name": props.name, "capability": f"{props.major}.{props.minor}"}
+    return {"name": cpu_model(), "capability": "cpu"}

@@ -7,6 +7,7 @@ Runs in a fresh process (`src/worker.py`, launched by `src/parent/launch.py`); r
 from __future__ import annotations
 
 import csv
+import importlib
 import re
 import resource
 import time
@@ -207,6 +208,8 @@ def _build_and_measure(
     synchronize(device)
     progress.metrics({JOB.model_load_s: load_s + time.perf_counter() - start})
 
+    for name in type(backend).imports:  # its libraries (a template's child has them): not part of the build
+        importlib.import_module(name)
     progress.phase("compile")
     start = time.perf_counter()
     fn = backend.prepare(model, x)
