@@ -54,7 +54,7 @@ class BenchCallback(Callback):
         validate_or_exit([([], config)], single=True)
         check_surroundings(config, Path(config.hydra.run.dir))
         if config.child_start == "template":  # the job runs in this process: its imports start now
-            launch.warm_template([config.model.name], [config.backend.name])
+            launch.warm_template([config.model.name])
         exp_id = self._open_store(config)
         project = os.environ.get(PARENT_ENV)
         if project and self._client.get_run(project).info.experiment_id != exp_id:
@@ -81,8 +81,8 @@ class BenchCallback(Callback):
         if numbers and basic:
             share_compositions(config, composed)  # the jobs are composed in this process: once each
             # the jobs run in this process, one after another: its template imports their libraries now
-            jobs = [cfg for cfg in (composed[n][1] for n in numbers) if cfg.child_start == "template"]
-            launch.warm_template([cfg.model.name for cfg in jobs], [cfg.backend.name for cfg in jobs])
+            jobs = [composed[n][1] for n in numbers]
+            launch.warm_template([cfg.model.name for cfg in jobs if cfg.child_start == "template"])
         exp_id = self._open_store(config)
         tags = {
             JOB.kind: "sweep",

@@ -254,13 +254,3 @@ def test_requests_read_together_are_each_answered_and_a_job_waits_only_for_its_o
     finally:
         template.stdin.close()
         template.wait(timeout=30)
-
-
-def test_the_template_is_asked_for_the_models_and_the_backends_libraries() -> None:
-    """A compiled job's Dynamo and Inductor imports happen in the template, with the model's, not in its
-    build."""
-    names = isolation.library_imports(["densenet", "yolo"], ["compile", "eager", "aotinductor"])
-    assert names[0] == "src.child.job" and len(names) == len(set(names))
-    assert names.index("torchvision.models") < names.index("ultralytics.nn.tasks") < names.index("torch._dynamo")
-    assert {"torch._inductor.compile_fx", "torch.export"} <= set(names)
-    assert isolation.library_imports(["nope"], ["nope"]) == ["src.child.job"]  # the child reports unknown ones

@@ -75,7 +75,6 @@ def load_or_compile(
     """The precompiled module after its first call (None: fall back to the JIT path) and the tag: `hit`
     (loaded from the cache), `miss` (compiled and stored), or `off: why`. Runs under inference mode."""
     import torch
-    from torch._dynamo.aot_compile import ModelInput
 
     why = problem(mode)
     if why:
@@ -86,6 +85,8 @@ def load_or_compile(
     compiled = torch.compile(model, mode=None if mode == "default" else mode, fullgraph=True, dynamic=False)
     hit = cache.lookup(key) is not None
     try:
+        from torch._dynamo.aot_compile import ModelInput
+
         with torch._dynamo.config.patch(enable_aot_compile=True):
             if hit:
                 compiled._load_aot_compiled_module((cache.entry(key) / FILE).read_bytes())

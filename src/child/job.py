@@ -208,7 +208,7 @@ def _build_and_measure(
     synchronize(device)
     progress.metrics({JOB.model_load_s: load_s + time.perf_counter() - start})
 
-    for name in type(backend).imports:  # its libraries (a template's child has them): not part of the build
+    for name in type(backend).imports:  # its libraries (Dynamo, Inductor): imported, not built
         importlib.import_module(name)
     progress.phase("compile")
     start = time.perf_counter()

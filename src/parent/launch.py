@@ -91,8 +91,7 @@ def _start(spec: JobSpec, job_dir: Path, start: str, deadline: float) -> tuple[C
     how = "fresh"
     if start == "template":
         try:
-            imports = library_imports([spec.model.name], [spec.backend.name])
-            return Forked.start(job_dir, imports, deadline), "template"
+            return Forked.start(job_dir, model_imports([spec.model.name]), deadline), "template"
         except TemplateError as exc:
             how = f"fresh (the template could not fork it: {exc})"
     with (job_dir / CHILD_LOG).open("wb") as log:
@@ -107,33 +106,31 @@ def _start(spec: JobSpec, job_dir: Path, start: str, deadline: float) -> tuple[C
     return proc, how
 
 
-def library_imports(models: Sequence[str], backends: Sequence[str] = ()) -> list[str]:
-    """The project's child code and these models' and backends' libraries, in order, each once."""
-    from src.backends import BACKENDS
+def model_imports(models: Sequence[str]) -> list[str]:
+    """The project's child code and these models' libraries, in order, each once."""
     from src.models import MODELS
 
     names = ["src.child.job"]
-    for registry, entries in ((MODELS, models), (BACKENDS, backends)):
-        for name in entries:
-            try:
-                names += registry.get(name).imports
-            except Exception:  # an unknown model or backend is the child's to report
-                continue
+    for model in models:
+        try:
+            names += MODELS.get(model).imports
+        except Exception:  # an unknown model is the child's to report
+            continue
     return list(dict.fromkeys(names))
 
 
-def warm_template(models: Sequence[str] | None = None, backends: Sequence[str] = ()) -> None:
+def warm_template(models: Sequence[str] | None = None) -> None:
     """Start this process's template now (its `import torch` runs while this process goes on: validating,
-    opening the store) and have it import what these models' and backends' jobs will import: the first
-    job then waits for less, and no later job for an import. None: start it only (the models are not known
-    yet); an empty list: nothing to do. Nothing is forked here; a template that cannot start is the first
-    job's to report."""
+    opening the store) and have it import what these models' jobs will import: the first job then waits
+    for less, and no later job for an import. None: start it only (the models are not known yet); an
+    empty list: nothing to do. Nothing is forked here; a template that cannot start is the first job's
+    to report."""
     if Template.down or models == []:
         return
     try:
         template = Template.running()
         if models:
-            template.send({"imports": library_imports(models, backends)})
+            template.send({"imports": model_imports(models)})
     except OSError:
         return
 
