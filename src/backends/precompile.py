@@ -18,12 +18,11 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.backends.engine_cache import EngineCache, cache_key, cache_root, device_identity, key_inputs
-from src.shared.envinfo import cpu_model
+from src.shared.envinfo import cpu_model, library_versions
 
 if TYPE_CHECKING:
     import torch
@@ -49,19 +48,14 @@ def problem(mode: str) -> str | None:
 
 
 def model_library_versions(job: JobSpec) -> dict[str, str]:
-    """torch's and the model's libraries' versions: the precompiled module holds their code's bytecode."""
+    """torch's and the model's libraries' versions (the precompiled module holds their code's bytecode)
+    and the CPU's model."""
     import torch
 
     from src.models import MODELS
 
-    versions = {"torch": torch.__version__, "cpu": cpu_model()}
-    for module in MODELS.get(job.model.name).imports:
-        top = module.split(".")[0]
-        try:
-            versions[top] = metadata.version(top)
-        except metadata.PackageNotFoundError:
-            versions[top] = "unknown"
-    return versions
+    packages = sorted({module.split(".")[0] for module in MODELS.get(job.model.name).imports})
+    return {"torch": torch.__version__, "cpu": cpu_model(), **library_versions(packages)}
 
 
 def load_or_compile(
