@@ -116,6 +116,10 @@ def test_smoke_uses_each_models_tiny_shape() -> None:
         (["backend=torchscript", "backend.options.method=jit"], "allowed: auto, trace, script"),
         (["backend=torchscript", "backend.options.fuser=nvfuser"], "allowed: auto, nnc, none"),
         (["+model.options.colour=red"], "unknown option(s) colour; allowed: num_classes"),
+        (["backend=compile", "backend.options.precompile=maybe"], "option precompile must be true or false"),
+        (["backend=compile", "backend.options.warm_calls=2.5"], "warm_calls must be an integer, got 2.5"),
+        (["backend=compile", "backend.options.cache_dir=7"], "cache_dir must be a string or null, got 7"),
+        (["model=yolo", "model.options.conf_threshold=high"], "conf_threshold must be a number, got 'high'"),
         (["gpu.index=first"], "allowed: auto, any, cpu, or a CUDA device index"),
         (["measure.min_iters=0"], "measure.min_iters must be >= 1"),
         (["measure.timeout_s=0"], "measure.timeout_s must be > 0"),
@@ -128,6 +132,15 @@ def test_bad_input_is_refused_naming_what_is_allowed(overrides: list[str], expec
     with pytest.raises(ConfigError) as err:
         make_spec(*overrides)
     assert expected in str(err.value)
+
+
+def test_options_of_their_declared_types_pass() -> None:
+    """An integer where a number is asked for, and null where the option allows it, are that option's type."""
+    spec = make_spec("backend=tensorrt", "backend.options.workspace_gib=4", "backend.options.cache_dir=null")
+    options = BACKENDS.get("tensorrt").parse_options("tensorrt", spec.backend.options)
+    assert options.workspace_gib == 4 and options.cache_dir is None
+    spec = make_spec("model=yolo", "model.options.conf_threshold=1", "model.options.fuse=true")
+    assert MODELS.get("yolo").parse_options("yolo", spec.model.options).conf_threshold == 1
 
 
 @pytest.mark.parametrize(("key", "registry"), [("model", MODELS), ("backend", BACKENDS)])

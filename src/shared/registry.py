@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+import types
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from src.shared.errors import ConfigError
 
@@ -69,11 +70,37 @@ class NoOptions:
     """The options of an entry that takes none."""
 
 
+SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
 def parse_options(options_cls: type, owner: str, options: dict[str, Any]) -> Any:
-    """Build an entry's options dataclass, refusing unknown keys with the list of allowed ones."""
+    """Build an entry's options dataclass, refusing unknown keys with the list of allowed ones and a value
+    whose type is not the option's (a bool, int, float or str option, or None where the option allows it)."""
     allowed = [f.name for f in dataclasses.fields(options_cls)]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         hint = ", ".join(allowed) if allowed else "none"
         raise ConfigError(f"{owner}: unknown option(s) {', '.join(unknown)}; allowed: {hint}")
+    try:
+        hints = get_type_hints(options_cls)
+    except (NameError, TypeError):  # a plugin's annotations that cannot be resolved here: not checked
+        hints = {}
+    for name, value in options.items():
+        expected = type_problem(value, hints.get(name))
+        if expected:
+            raise ConfigError(f"{owner}: option {name} must be {expected}, got {value!r}")
     return options_cls(**options)
+
+
+def type_problem(value: Any, hint: Any) -> str | None:
+    """What a value of this scalar type hint must be, if `value` is not that (None: it is, or the hint is not
+    a scalar one and the entry checks it itself)."""
+    kinds = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    scalars = [k for k in kinds if k in SCALARS]
+    if not scalars or len(scalars) + (type(None) in kinds) < len(kinds):
+        return None
+    if value is None and type(None) in kinds:
+        return None
+    if any(type(value) is k or (k is float and type(value) is int) for k in scalars):
+        return None
+    return " or ".join([SCALARS[k] for k in scalars] + (["null"] if type(None) in kinds else []))
