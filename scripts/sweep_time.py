@@ -15,10 +15,11 @@ OVERRIDES go to every sweep (e.g. `gpu=0`, or `smoke=true` for a quick look on a
 the store (and the cache) there, so that sweeps run by separate commands (a device's limit per command)
 are tabled together: every run prints the tables of all the sweeps the store holds. Per sweep: its wall
 time, the seconds before its first job's run opened, the share spent in timed windows and the statuses;
-per job (read back through MLflow's client): job wall time, model load, parity reference, build, first
-call, timed window and the rest (process start, imports, warm-up, idle power); then every `ok` figure of
-each sweep with the defaults beside the same job of each `old` sweep. A benchmark, not a test: it asserts
-nothing.
+per job (read back through MLflow's client): job wall time, the child's start (the template's fork, or a
+new interpreter), its setup (a new interpreter's imports, CUDA's initialisation, the device's checks),
+model load, parity reference, build, first call, warm-up, timed window and the rest (energy counters,
+export, the child's exit); then every `ok` figure of each sweep with the defaults beside the same job of
+each `old` sweep. A benchmark, not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ SWEEPS = {  # name: overrides on top of the defaults
 }
 DEFAULTS = ("cold", "warm", "fresh", "template")  # the stop rule of today; compared with `old`
 PARTS = [  # (column, metric, scale to seconds)
+    ("child start", JOB.child_start_s, 1.0),
+    ("setup", JOB.setup_s, 1.0),
     ("load", JOB.model_load_s, 1.0),
     ("parity ref", JOB.parity_reference_s, 1.0),
     ("build", JOB.build_time_s, 1.0),
     ("first call", JOB.first_call_ms, 1e-3),
+    ("warm-up", LATENCY.warmup_s, 1.0),
     ("window", LATENCY.window_s, 1.0),
 ]
 LEDGER = "sweeps.json"  # the store's sweeps: name, experiment, overrides, start and wall time

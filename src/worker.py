@@ -14,7 +14,8 @@ import traceback
 from pathlib import Path
 
 from src.shared.errors import Status, Unavailable, Unsupported, is_out_of_memory
-from src.shared.progress import PROGRESS, SPEC, ProgressWriter
+from src.shared.progress import PROGRESS, SPEC, ProgressWriter, since_launch
+from src.shared.results import JOB
 from src.shared.spec import JobSpec
 
 
@@ -32,6 +33,7 @@ def end_with_launcher(launcher_pid: int, every_s: float = 0.5) -> None:
 
 
 def main(argv: list[str]) -> int:
+    started, start_s = time.perf_counter(), since_launch()
     faulthandler.enable()  # a crash leaves a Python traceback in the log (and so in the run's reason)
     if len(argv) > 2:
         end_with_launcher(int(argv[2]))
@@ -39,10 +41,12 @@ def main(argv: list[str]) -> int:
     job_dir = Path(argv[1])
     spec = JobSpec.from_json((job_dir / SPEC).read_text(encoding="utf-8"))
     with ProgressWriter(job_dir / PROGRESS) as progress:
+        if start_s is not None:
+            progress.metrics({JOB.child_start_s: start_s})
         try:
             from src.child.job import execute  # inside the try: even an import failure is reported
 
-            execute(spec, job_dir, progress)
+            execute(spec, job_dir, progress, started)
         except Unsupported as exc:
             progress.status(Status.UNSUPPORTED, str(exc))
         except Unavailable as exc:

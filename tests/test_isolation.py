@@ -52,6 +52,9 @@ def test_a_normal_job_reports_ok_with_its_metrics(tmp_path: Path, start: str) ->
     assert 19.5 <= result.metrics["latency_p50_ms"] <= 40  # sleep_ms: 20 in the test model's YAML
     assert result.params["device"] in ("cpu", "cuda:0")
     assert {"model_load_s", "build_time_s", "first_call_ms", "peak_rss_mib"} <= set(result.metrics)
+    # where the job's wall time went before the model was built: the child's start and its setup
+    start_s, setup_s = result.metrics["child_start_s"], result.metrics["setup_s"]
+    assert start_s > 0 and setup_s > 0 and start_s + setup_s + result.metrics["window_s"] < result.wall_s
     assert (
         (tmp_path / "sleepy" / "artifacts" / "latencies_ms.csv")
         .read_text()

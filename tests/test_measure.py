@@ -56,6 +56,7 @@ def test_warmup_calls_are_run_but_not_timed() -> None:
         fn, "x", CPU, LoopSettings(stop="fixed", warmup_iters=3, repeats=1, min_iters=4, min_duration_s=0)
     )
     assert len(calls) == 7 and len(timing.latencies_ms) == 4
+    assert timing.warmup_calls == 3 and timing.warmup_s >= 3 * 1e-3  # their time is kept, apart
 
 
 def test_loop_runs_until_the_minimum_duration_when_iterations_come_first() -> None:

@@ -153,7 +153,10 @@ def memory_metrics(device: torch.device) -> dict[str, float]:
     return metrics
 
 
-def execute(spec: JobSpec, job_dir: Path, progress: ProgressWriter) -> None:
+def execute(spec: JobSpec, job_dir: Path, progress: ProgressWriter, started: float | None = None) -> None:
+    """The job, reported through `progress`; `started`: when the child's code began (`perf_counter`), from
+    which `setup_s` counts (else from here)."""
+    started = time.perf_counter() if started is None else started
     progress.phase("setup")
     load_plugins(spec.plugins)
     model_def = MODELS.get(spec.model.name)
@@ -176,6 +179,7 @@ def execute(spec: JobSpec, job_dir: Path, progress: ProgressWriter) -> None:
     progress.tags(configure_torch(spec, device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    progress.metrics({JOB.setup_s: time.perf_counter() - started})
     try:
         _build_and_measure(spec, model_def, backend, device, job_dir / ARTIFACTS, progress)
     finally:

@@ -69,6 +69,7 @@ class Timing:
     edges: tuple[Any, Any] = (None, None)  # what `edge()` read just after each synchronisation
     window_sizes: tuple[int, ...] = ()  # iterations per window (empty: one window)
     warmup_calls: int = 0  # warm-up calls made
+    warmup_s: float = 0.0  # their wall time
     stop_reason: str = ""  # why the timed loop ended (see the module's rules)
     output: Any = None  # the last timed call's output
 
@@ -126,8 +127,10 @@ def timed_loop(
     """Warm up, then time by `settings.stop`'s rule. `edge` is read right after the device is synchronised
     before the timed loop and after it (energy counters, wall-clock stamps). `first_ms`: the first call's
     time, which the first warm-up call is compared with."""
+    begin = time.perf_counter()
     warm = warm_up(fn, x, device, settings, first_ms)
     synchronize(device)
+    warm_s = time.perf_counter() - begin
     first = edge()
     start = time.perf_counter()
     if settings.stop == "fixed":
@@ -145,7 +148,7 @@ def timed_loop(
         sizes = split(len(latencies), settings.repeats)
     synchronize(device)
     window = time.perf_counter() - start
-    return Timing(latencies, window, (first, edge()), tuple(sizes), warm, reason, out)
+    return Timing(latencies, window, (first, edge()), tuple(sizes), warm, warm_s, reason, out)
 
 
 def stop_rule(s: LoopSettings) -> str:
@@ -278,5 +281,6 @@ def summarize(timing: Timing, batch_size: int) -> LatencyStats:
         repeats=len(per_window),
         throughput_spread_pct=100.0 * (max(per_window) - min(per_window)) / median if median > 0 else 0.0,
         warmup_calls=timing.warmup_calls,
+        warmup_s=timing.warmup_s,
         ci_half_width_pct=half_width_pct(lat) if lat.size > 1 else float("nan"),
     )

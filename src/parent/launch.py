@@ -24,7 +24,7 @@ from pathlib import Path
 from src import PROJECT_ROOT
 from src.shared.errors import Status
 from src.shared.lines import ENDED, Lines
-from src.shared.progress import CHILD_LOG, PROGRESS, SPEC, read_progress
+from src.shared.progress import CHILD_LOG, LAUNCHED_AT, PROGRESS, SPEC, read_progress
 from src.shared.results import JOB, JobResult
 from src.shared.spec import JobSpec
 
@@ -282,6 +282,7 @@ def child_environment() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MLFLOW_RUN_ID", None)  # the child never talks to MLflow
     env["PYTHONUNBUFFERED"] = "1"
+    env[LAUNCHED_AT] = repr(time.time())  # the child's `child_start_s` counts from here
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # GPU indices as nvidia-smi and NVML number them
     root = str(PROJECT_ROOT)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

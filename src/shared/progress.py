@@ -9,6 +9,8 @@ to `child.log`, the files it built to `artifacts/`. The parent folds the lines i
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,6 +22,15 @@ SPEC = "spec.json"
 PROGRESS = "progress.jsonl"
 CHILD_LOG = "child.log"
 ARTIFACTS = "artifacts"
+LAUNCHED_AT = "BENCH_LAUNCHED_AT"  # in the child's environment: when the launcher asked for it (Unix time)
+
+
+def since_launch() -> float | None:
+    """Seconds from the launcher asking for this child to now (None when not launched by it)."""
+    try:
+        return max(0.0, time.time() - float(os.environ[LAUNCHED_AT]))
+    except (KeyError, ValueError):
+        return None
 
 
 class ProgressWriter:

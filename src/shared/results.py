@@ -45,6 +45,7 @@ class LatencyStats:
     repeats: int = 1  # timed windows
     throughput_spread_pct: float = 0.0  # 100 * (max - min) / median of the windows' throughputs
     warmup_calls: int = 0  # untimed calls made before the timed loop (after the first call)
+    warmup_s: float = 0.0  # the warm-up calls' wall time
     ci_half_width_pct: float = 0.0  # 95% confidence half-width of the mean latency, % of the mean
 
     def metrics(self) -> dict[str, float]:
@@ -254,6 +255,8 @@ JOB = Names(
     "parity_reference_s",
     "build_time_s",  # the backend's preparation (compile, trace, capture, ...)
     "first_call_ms",
+    "child_start_s",  # launcher asks -> the child's code runs (the template's fork, or a new interpreter)
+    "setup_s",  # the child's code runs -> its model is built (fresh: torch's import; CUDA init, checks)
     "peak_rss_mib",
     "peak_mem_allocated_mib",
     "peak_mem_reserved_mib",
