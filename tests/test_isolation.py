@@ -257,3 +257,44 @@ def test_requests_read_together_are_each_answered_and_a_job_waits_only_for_its_o
     finally:
         template.stdin.close()
         template.wait(timeout=30)
+
+
+def test_libraries_for_later_jobs_wait_until_the_first_job_is_forked(tmp_path: Path) -> None:
+    """What a sweep's other models need (`later`) is not imported while the template waits for the first
+    job, which would then wait for it: it is imported once that job is forked."""
+    done = tmp_path / "imported"
+    env = {**isolation.child_environment(), "SLOW_IMPORT_DONE": str(done)}
+    template = subprocess.Popen(
+        [sys.executable, "-m", "src.child.template"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    (tmp_path / "job").mkdir()
+
+    def send(request: dict) -> None:
+        template.stdin.write(json.dumps(request).encode() + b"\n")
+        template.stdin.flush()
+
+    def read_until(word: bytes) -> bytes:
+        replies, deadline = b"", time.monotonic() + 60
+        while word not in replies and time.monotonic() < deadline:
+            if select.select([template.stdout], [], [], 1)[0]:
+                replies += os.read(template.stdout.fileno(), 65536)
+        return replies
+
+    try:
+        send({"imports": [], "later": ["tests.plugins.slow_import"]})  # it takes 3 s
+        assert b'"ready"' in read_until(b'"ready"'), "the template did not start"
+        time.sleep(5)  # the template is idle, the sweep's first job not asked for yet
+        assert not done.exists(), "a later job's library was imported before the first job was forked"
+        send({"job_dir": str(tmp_path / "job"), "env": env, "imports": []})
+        assert b'"pid"' in read_until(b'"pid"'), "the template did not fork the job"
+        deadline = time.monotonic() + 60
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert done.exists(), "the later jobs' library was never imported after the first fork"
+    finally:
+        template.stdin.close()
+        template.wait(timeout=30)

@@ -10,8 +10,10 @@ interpreters. It only skips what every child would otherwise repeat: starting Py
 torchvision, MONAI or Ultralytics (seconds each, most of a short job's start-up).
 
 Protocol, one JSON object per line. In (stdin): `{"job_dir", "env", "imports"}` (the job's libraries are
-imported, then it is forked), or `{"imports"}` alone: the sweep's libraries, sent before its first job and
-imported one by one in the order given while no job asks (a job waits at most for the one under way). Out
+imported, then it is forked), or `{"imports", "later"}` without a job: the sweep's libraries, sent before
+its first job and imported one by one in the order given while no job asks (a job waits at most for the
+one under way): `imports` (the first job's) at once, `later` (the other jobs') once a job has been forked,
+so that the first job never waits for a library it does not use (MONAI's import takes seconds). Out
 (stdout): `{"pid"}` for a forked child, `{"refused": why}` instead, and `{"exited": pid, "code": exit code}`
 when a child ends (a signal as its negative number, as `subprocess` reports it). The template ends when its
 stdin closes (the launcher ended), and its children end with it (`src.worker` watches its parent).
@@ -120,6 +122,7 @@ def main() -> int:
     reply(out, {"ready": os.getpid()})
     requests = Lines(sys.stdin.fileno())
     ahead: list[str] = []  # libraries sent ahead of the jobs, imported one by one while no job asks
+    later: list[str] = []  # ... and those to import once a job has been forked
     while True:
         reap(out)
         request = requests.next(0.0 if ahead else 0.1)
@@ -132,8 +135,11 @@ def main() -> int:
         if "job_dir" in request:  # a job: its own libraries first, the others' after it is forked
             load(request.get("imports", []), loaded)
             reply(out, fork_job(request, out))
+            ahead, later = ahead + later, []
         else:
-            ahead += [name for name in request.get("imports", []) if name not in loaded and name not in ahead]
+            ahead += request.get("imports", [])
+            later += request.get("later", [])
+        ahead = [name for name in dict.fromkeys(ahead) if name not in loaded]
 
 
 if __name__ == "__main__":

@@ -121,8 +121,9 @@ def model_imports(models: Sequence[str]) -> list[str]:
 
 def warm_template(models: Sequence[str] | None = None) -> None:
     """Start this process's template now (its `import torch` runs while this process goes on: validating,
-    opening the store) and have it import what these models' jobs will import: the first job then waits
-    for less, and no later job for an import. None: start it only (the models are not known yet); an
+    opening the store) and have it import what these models' jobs will import, in their order: the first
+    model's libraries at once, the others' once the first job is forked (the first job then waits for
+    none of them, and no later job for an import). None: start it only (the models are not known yet); an
     empty list: nothing to do. Nothing is forked here; a template that cannot start is the first job's
     to report."""
     if Template.down or models == []:
@@ -130,7 +131,7 @@ def warm_template(models: Sequence[str] | None = None) -> None:
     try:
         template = Template.running()
         if models:
-            template.send({"imports": model_imports(models)})
+            template.send({"imports": model_imports(models[:1]), "later": model_imports(models)})
     except OSError:
         return
 
