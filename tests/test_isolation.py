@@ -8,6 +8,8 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -222,79 +224,74 @@ def test_a_sweeps_template_imports_its_models_libraries_before_the_first_job(tmp
     assert isolation.Template.current.proc.pid == template.proc.pid
 
 
+@contextmanager
+def bare_template(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, dict[str, str], Path]]:
+    """A template process of its own (not the launcher's), the environment for its jobs and the file that
+    `tests.plugins.slow_import` (3 s to import) touches once imported there; ended on the way out."""
+    done = tmp_path / "imported"
+    env = {**isolation.child_environment(), "SLOW_IMPORT_DONE": str(done)}
+    template = subprocess.Popen(
+        [sys.executable, "-m", "src.child.template"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    (tmp_path / "job").mkdir()
+    try:
+        yield template, env, done
+    finally:
+        template.stdin.close()
+        template.wait(timeout=30)
+
+
+def send(template: subprocess.Popen, *requests: dict) -> None:
+    """The requests, in one write."""
+    template.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+    template.stdin.flush()
+
+
+def replies_until(template: subprocess.Popen, word: bytes, timeout_s: float = 60) -> bytes:
+    replies, deadline = b"", time.monotonic() + timeout_s
+    while word not in replies and time.monotonic() < deadline:
+        if select.select([template.stdout], [], [], 1)[0]:
+            replies += os.read(template.stdout.fileno(), 65536)
+    return replies
+
+
+def wait_for(path: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def test_requests_read_together_are_each_answered_and_a_job_waits_only_for_its_own_libraries(
     tmp_path: Path,
 ) -> None:
     """The template reads the sweep's libraries and the first job's request in one read (both came while
     it imported torch): the job is forked at once, and the libraries sent ahead are imported after."""
-    done = tmp_path / "imported"
-    env = {**isolation.child_environment(), "SLOW_IMPORT_DONE": str(done)}
-    template = subprocess.Popen(
-        [sys.executable, "-m", "src.child.template"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    (tmp_path / "job").mkdir()
-    requests = [
-        {"imports": ["tests.plugins.slow_import"]},  # for later jobs: it takes 3 s
-        {"job_dir": str(tmp_path / "job"), "env": env, "imports": []},
-    ]
-    template.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
-    template.stdin.flush()
-    try:
-        replies, deadline = b"", time.monotonic() + 60
-        while b'"pid"' not in replies and time.monotonic() < deadline:
-            if select.select([template.stdout], [], [], 1)[0]:
-                replies += os.read(template.stdout.fileno(), 65536)
+    with bare_template(tmp_path) as (template, env, done):
+        send(
+            template,
+            {"imports": ["tests.plugins.slow_import"]},  # for later jobs: it takes 3 s
+            {"job_dir": str(tmp_path / "job"), "env": env, "imports": []},
+        )
+        replies = replies_until(template, b'"pid"')
         assert b'"pid"' in replies, f"the template did not fork the job: {replies}"
         assert not done.exists(), "the job waited for a library sent ahead for other jobs"
-        deadline = time.monotonic() + 60
-        while not done.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(done)
         assert done.exists(), "the library sent ahead was never imported"
-    finally:
-        template.stdin.close()
-        template.wait(timeout=30)
 
 
 def test_libraries_for_later_jobs_wait_until_the_first_job_is_forked(tmp_path: Path) -> None:
     """What a sweep's other models need (`later`) is not imported while the template waits for the first
     job, which would then wait for it: it is imported once that job is forked."""
-    done = tmp_path / "imported"
-    env = {**isolation.child_environment(), "SLOW_IMPORT_DONE": str(done)}
-    template = subprocess.Popen(
-        [sys.executable, "-m", "src.child.template"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    (tmp_path / "job").mkdir()
-
-    def send(request: dict) -> None:
-        template.stdin.write(json.dumps(request).encode() + b"\n")
-        template.stdin.flush()
-
-    def read_until(word: bytes) -> bytes:
-        replies, deadline = b"", time.monotonic() + 60
-        while word not in replies and time.monotonic() < deadline:
-            if select.select([template.stdout], [], [], 1)[0]:
-                replies += os.read(template.stdout.fileno(), 65536)
-        return replies
-
-    try:
-        send({"imports": [], "later": ["tests.plugins.slow_import"]})  # it takes 3 s
-        assert b'"ready"' in read_until(b'"ready"'), "the template did not start"
+    with bare_template(tmp_path) as (template, env, done):
+        send(template, {"imports": [], "later": ["tests.plugins.slow_import"]})  # it takes 3 s
+        assert b'"ready"' in replies_until(template, b'"ready"'), "the template did not start"
         time.sleep(5)  # the template is idle, the sweep's first job not asked for yet
         assert not done.exists(), "a later job's library was imported before the first job was forked"
-        send({"job_dir": str(tmp_path / "job"), "env": env, "imports": []})
-        assert b'"pid"' in read_until(b'"pid"'), "the template did not fork the job"
-        deadline = time.monotonic() + 60
-        while not done.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        send(template, {"job_dir": str(tmp_path / "job"), "env": env, "imports": []})
+        assert b'"pid"' in replies_until(template, b'"pid"'), "the template did not fork the job"
+        wait_for(done)
         assert done.exists(), "the later jobs' library was never imported after the first fork"
-    finally:
-        template.stdin.close()
-        template.wait(timeout=30)
