@@ -18,8 +18,10 @@ time, the seconds before its first job's run opened, the share spent in timed wi
 per job (read back through MLflow's client): job wall time, the child's start (the template's fork, or a
 new interpreter), its setup (a new interpreter's imports, CUDA's initialisation, the device's checks),
 model load, parity reference, build, first call, warm-up, timed window and the rest (energy counters,
-export, the child's exit); then every `ok` figure of each sweep with the defaults beside the same job of
-each `old` sweep. A benchmark, not a test: it asserts nothing.
+export, the child's exit); then every `ok` figure of each sweep, with the host CPU probe read before and
+after its timed loop, and the defaults beside the same job of each `old` sweep (a launch-bound cell
+follows the host CPU's speed: the differences are also given over the jobs whose two runs saw the same
+speed). A benchmark, not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ PARTS = [  # (column, metric, scale to seconds)
     ("warm-up", LATENCY.warmup_s, 1.0),
     ("window", LATENCY.window_s, 1.0),
 ]
+SAME_SPEED_PCT = 10.0  # two runs saw the same host CPU speed: all their probes within this of each other
 LEDGER = "sweeps.json"  # the store's sweeps: name, experiment, overrides, start and wall time
 
 
@@ -127,11 +130,29 @@ def breakdown(runs: list) -> list[str]:
     return lines
 
 
+def probe(run) -> tuple[float, float] | None:
+    """The host CPU probe before and after the run's timed loop (ms; lower is faster), if it logged one."""
+    m = run.data.metrics
+    if LATENCY.cpu_probe_before_ms not in m:
+        return None
+    return m[LATENCY.cpu_probe_before_ms], m[LATENCY.cpu_probe_after_ms]
+
+
+def same_host_speed(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
+    """Both runs' probes, before and after, within SAME_SPEED_PCT of one another."""
+    if not a or not b:
+        return False
+    values = [*a, *b]
+    return 100 * (max(values) / min(values) - 1) <= SAME_SPEED_PCT
+
+
 def figures(ledger: list[dict], runs: dict[str, list]) -> list[str]:
-    """Every ok figure of each sweep, and each defaults sweep against each `old` sweep."""
+    """Every ok figure of each sweep with its host CPU probe, and each defaults sweep against each `old`
+    sweep: the largest difference over all jobs, and over the jobs whose two runs saw the same host speed."""
     rates = {
         e["experiment"]: {
-            r.info.run_name: r.data.metrics.get(LATENCY.throughput_img_s) for r in runs[e["experiment"]]
+            r.info.run_name: (r.data.metrics.get(LATENCY.throughput_img_s), probe(r))
+            for r in runs[e["experiment"]]
         }
         for e in ledger
     }
@@ -145,30 +166,37 @@ def figures(ledger: list[dict], runs: dict[str, list]) -> list[str]:
     ]
     head = (
         "| job | "
-        + " | ".join(f"img/s {n}" for n in names)
+        + " | ".join(f"img/s {n} (CPU probe ms)" for n in names)
         + "".join(f" | {a} vs {b}" for a, b in pairs)
         + " |"
     )
     lines = [head, "|" + " --- |" * (1 + len(names) + len(pairs))]
-    worst: dict[tuple[str, str], tuple[float, str]] = {}
+    worst: dict[tuple[str, str, bool], tuple[float, str]] = {}
     jobs_in_order = list(dict.fromkeys(j for n in names for j in rates[n]))
     for job in jobs_in_order:
-        values = [rates[n].get(job) for n in names]
-        if not any(values):
+        values = [rates[n].get(job, (None, None)) for n in names]
+        if not any(v for v, _ in values):
             continue
-        cells = [f"{v:.1f}" if v else "-" for v in values]
+        cells = [(f"{v:.1f}" + (f" ({p[0]:.2f}/{p[1]:.2f})" if p else "")) if v else "-" for v, p in values]
         for a, b in pairs:
-            now, then = rates[a].get(job), rates[b].get(job)
+            (now, now_probe), (then, then_probe) = (rates[x].get(job, (None, None)) for x in (a, b))
             if now and then:
                 diff = 100 * (now - then) / then
-                cells.append(f"{diff:+.2f}%")
-                if abs(diff) > abs(worst.get((a, b), (0.0, ""))[0]):
-                    worst[(a, b)] = (diff, job)
+                same = same_host_speed(now_probe, then_probe)
+                cells.append(f"{diff:+.2f}%" + ("" if same else " *"))
+                for key in {(a, b, False), (a, b, same)}:
+                    if abs(diff) > abs(worst.get(key, (0.0, ""))[0]):
+                        worst[key] = (diff, job)
             else:
                 cells.append("-")
         lines.append(f"| {job} | " + " | ".join(cells) + " |")
-    for (a, b), (diff, job) in worst.items():
-        lines.append(f"\nLargest difference, {a} against {b}: {diff:+.2f}% ({job}).")
+    lines.append(
+        f"\n`*`: the two runs did not see the same host CPU speed (their probes, before and after the timed "
+        f"loop, differ by more than {SAME_SPEED_PCT:g}%)."
+    )
+    for (a, b, same), (diff, job) in sorted(worst.items()):
+        which = "jobs at the same host CPU speed" if same else "all jobs"
+        lines.append(f"\nLargest difference, {a} against {b}, {which}: {diff:+.2f}% ({job}).")
     return lines
 
 

@@ -74,6 +74,7 @@ def test_every_ok_run_carries_its_spread_and_whether_it_is_stable(sweep: dict) -
     for run in sweep["jobs"].values():
         assert run.data.metrics["repeats"] == 3
         assert run.data.metrics["throughput_spread_pct"] >= 0
+        assert run.data.metrics["cpu_probe_before_ms"] > 0 and run.data.metrics["cpu_probe_after_ms"] > 0
         assert run.data.tags["stable"] in ("true", "false")
         assert (run.data.tags["stable"] == "false") == ("unstable_reason" in run.data.tags)
     wide = (sweep["dir"] / "report" / "wide.csv").read_text().splitlines()[0].split(",")
@@ -88,6 +89,13 @@ def test_stability_thresholds_and_smoke_runs() -> None:
     wobbly = Stability(spread_pct=Stability.SPREAD_PCT + 0.1, cov_pct=Stability.COV_PCT + 0.1).tags()
     assert "spread" in wobbly["unstable_reason"] and "CoV" in wobbly["unstable_reason"]
     assert Stability(spread_pct=0, cov_pct=0, smoke=True).tags()["stable"] == "false"
+    steady_host = Stability(spread_pct=1.0, cov_pct=2.0, cpu_probe_ms=(6.0, 6.5))
+    assert steady_host.tags() == {"stable": "true"}
+    slowed = Stability(spread_pct=1.0, cov_pct=2.0, cpu_probe_ms=(6.0, 12.0))
+    assert slowed.cpu_change_pct == pytest.approx(100.0)
+    assert "host CPU speed changed 100%" in slowed.tags()["unstable_reason"]
+    sped_up = Stability(spread_pct=1.0, cov_pct=2.0, cpu_probe_ms=(13.0, 6.5)).tags()
+    assert sped_up["stable"] == "false" and "13.00 -> 6.50 ms" in sped_up["unstable_reason"]
 
 
 def test_each_job_logs_its_speedup_and_a_one_line_description(sweep: dict) -> None:

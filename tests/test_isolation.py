@@ -57,6 +57,7 @@ def test_a_normal_job_reports_ok_with_its_metrics(tmp_path: Path, start: str) ->
     # where the job's wall time went before the model was built: the child's start and its setup
     start_s, setup_s = result.metrics["child_start_s"], result.metrics["setup_s"]
     assert start_s > 0 and setup_s > 0 and start_s + setup_s + result.metrics["window_s"] < result.wall_s
+    assert result.metrics["cpu_probe_before_ms"] > 0 and result.metrics["cpu_probe_after_ms"] > 0
     assert (
         (tmp_path / "sleepy" / "artifacts" / "latencies_ms.csv")
         .read_text()

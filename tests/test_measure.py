@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.child import measure
 from src.child.measure import (
     LoopSettings,
     Timing,
+    cpu_probe_ms,
     half_width_pct,
     split,
     summarize,
@@ -57,6 +59,23 @@ def test_warmup_calls_are_run_but_not_timed() -> None:
     )
     assert len(calls) == 7 and len(timing.latencies_ms) == 4
     assert timing.warmup_calls == 3 and timing.warmup_s >= 3 * 1e-3  # their time is kept, apart
+
+
+def test_the_host_cpu_probe_times_fixed_work_before_and_after_the_timed_loop(monkeypatch) -> None:
+    fn, _ = sleeper(2)
+    timing = timed_loop(
+        fn, None, CPU, LoopSettings(stop="fixed", warmup_iters=1, repeats=1, min_iters=3, min_duration_s=0)
+    )
+    before, after = timing.cpu_probe_ms
+    assert before > 0 and after > 0
+    stats = summarize(timing, batch_size=1)
+    assert (stats.cpu_probe_before_ms, stats.cpu_probe_after_ms) == (before, after)
+    assert {"cpu_probe_before_ms", "cpu_probe_after_ms"} <= set(stats.metrics())
+    # it times CPU work: four times the additions take about four times as long (the fastest try each)
+    single = min(cpu_probe_ms() for _ in range(3))
+    monkeypatch.setattr(measure, "PROBE_ADDS", 4 * measure.PROBE_ADDS)
+    quadruple = min(cpu_probe_ms() for _ in range(3))
+    assert 2.0 < quadruple / single < 8.0, (single, quadruple)
 
 
 def test_loop_runs_until_the_minimum_duration_when_iterations_come_first() -> None:

@@ -16,6 +16,10 @@ When timing stops (`measure.stop`):
 - `fixed`: `warmup_iters` calls, then `repeats` windows back to back, each until BOTH `min_iters`
   iterations and `min_duration_s` seconds are reached.
 
+The host CPU's speed is read right before and right after the timed loop (`cpu_probe_ms`: a fixed
+pure-Python loop in the measuring thread, outside the timed region): a launch-bound cell's figure follows
+it, and a virtual machine's core can change speed for seconds at a time.
+
 Throughput = batch size / mean latency over every timed iteration; each window's own throughput gives the
 spread, `throughput_spread_pct` = 100 * (max - min) / median. The wall time (sync to sync) is kept as a
 cross-check. The last timed call's output is kept for the parity check (no extra call).
@@ -45,6 +49,7 @@ T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
 T95 += (2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048)
 T95 += (2.045, 2.042)
 CHECK_EVERY_S = 0.05  # ci on a GPU: how often finished iterations are read back (without synchronising)
+PROBE_ADDS, PROBE_TRIES = 50_000, 5  # the host CPU probe: additions per try, tries (the fastest counts)
 
 
 def t95(df: int) -> float:
@@ -71,6 +76,7 @@ class Timing:
     warmup_calls: int = 0  # warm-up calls made
     warmup_s: float = 0.0  # their wall time
     stop_reason: str = ""  # why the timed loop ended (see the module's rules)
+    cpu_probe_ms: tuple[float, float] = (0.0, 0.0)  # `cpu_probe_ms()` right before and after the timed loop
     output: Any = None  # the last timed call's output
 
     def windows(self) -> list[list[float]]:
@@ -86,6 +92,18 @@ def synchronize(device: torch.device) -> None:
         import torch
 
         torch.cuda.synchronize(device)
+
+
+def cpu_probe_ms() -> float:
+    """The host CPU's speed as the measuring thread sees it: the fastest of PROBE_TRIES runs of a fixed
+    pure-Python loop, in ms (lower is faster; the fastest try leaves out a moment's interruption)."""
+    best = float("inf")
+    for _ in range(PROBE_TRIES):
+        start, total = time.perf_counter(), 0
+        for i in range(PROBE_ADDS):
+            total += i
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
 
 
 def time_single_call_ms(fn: Callable[[Any], Any], x: Any, device: torch.device) -> float:
@@ -125,12 +143,13 @@ def timed_loop(
     first_ms: float | None = None,
 ) -> Timing:
     """Warm up, then time by `settings.stop`'s rule. `edge` is read right after the device is synchronised
-    before the timed loop and after it (energy counters, wall-clock stamps). `first_ms`: the first call's
-    time, which the first warm-up call is compared with."""
+    before the timed loop and after it (energy counters, wall-clock stamps), the host CPU probe outside
+    them. `first_ms`: the first call's time, which the first warm-up call is compared with."""
     begin = time.perf_counter()
     warm = warm_up(fn, x, device, settings, first_ms)
     synchronize(device)
     warm_s = time.perf_counter() - begin
+    probe_before = cpu_probe_ms()  # the device is idle: the probe is the host's alone
     first = edge()
     start = time.perf_counter()
     if settings.stop == "fixed":
@@ -148,7 +167,9 @@ def timed_loop(
         sizes = split(len(latencies), settings.repeats)
     synchronize(device)
     window = time.perf_counter() - start
-    return Timing(latencies, window, (first, edge()), tuple(sizes), warm, warm_s, reason, out)
+    last = edge()
+    probes = (probe_before, cpu_probe_ms())
+    return Timing(latencies, window, (first, last), tuple(sizes), warm, warm_s, reason, probes, out)
 
 
 def stop_rule(s: LoopSettings) -> str:
@@ -283,4 +304,6 @@ def summarize(timing: Timing, batch_size: int) -> LatencyStats:
         warmup_calls=timing.warmup_calls,
         warmup_s=timing.warmup_s,
         ci_half_width_pct=half_width_pct(lat) if lat.size > 1 else float("nan"),
+        cpu_probe_before_ms=timing.cpu_probe_ms[0],
+        cpu_probe_after_ms=timing.cpu_probe_ms[1],
     )

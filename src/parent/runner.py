@@ -268,7 +268,8 @@ def measure(
 
 
 def judge_stability(result: JobResult, spec: JobSpec) -> None:
-    """An ok run's `stable` tag, from its windows' spread, its latency CoV and the GPU's busy share."""
+    """An ok run's `stable` tag, from its windows' spread, its latency CoV, the GPU's busy share and the
+    host CPU's speed before and after the timed loop."""
     m = result.metrics
     if result.status is not Status.OK or LATENCY.latency_cov_pct not in m:
         return
@@ -277,6 +278,9 @@ def judge_stability(result: JobResult, spec: JobSpec) -> None:
         cov_pct=m[LATENCY.latency_cov_pct],
         gpu_busy_pct=m.get(TRACE.gpu_util_mean_pct),
         smoke=spec.smoke,
+        cpu_probe_ms=(m[LATENCY.cpu_probe_before_ms], m[LATENCY.cpu_probe_after_ms])
+        if LATENCY.cpu_probe_before_ms in m
+        else None,
     )
     result.tags.update(stability.tags())
 

@@ -47,6 +47,8 @@ class LatencyStats:
     warmup_calls: int = 0  # untimed calls made before the timed loop (after the first call)
     warmup_s: float = 0.0  # the warm-up calls' wall time
     ci_half_width_pct: float = 0.0  # 95% confidence half-width of the mean latency, % of the mean
+    cpu_probe_before_ms: float = 0.0  # the host CPU probe right before the timed loop (lower: faster)
+    cpu_probe_after_ms: float = 0.0  # and right after it
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
@@ -217,17 +219,28 @@ PARITY = Names(
 @dataclass(frozen=True)
 class Stability:
     """Whether an ok run's figure can be trusted as one number (docs/metrics.md, "Stable"): its timed
-    windows agree within SPREAD_PCT, its iterations within COV_PCT, and the GPU was busy for at least
-    GPU_BUSY_PCT of the window (less: launch-bound, the host sets the pace). Smoke runs are never stable."""
+    windows agree within SPREAD_PCT, its iterations within COV_PCT, the GPU was busy for at least
+    GPU_BUSY_PCT of the window (less: launch-bound, the host sets the pace), and the host CPU's speed
+    (the probe before and after the timed loop) changed by at most CPU_CHANGE_PCT. Smoke runs are never
+    stable."""
 
     SPREAD_PCT = 5.0
     COV_PCT = 10.0
     GPU_BUSY_PCT = 80.0
+    CPU_CHANGE_PCT = 25.0
 
     spread_pct: float
     cov_pct: float
     gpu_busy_pct: float | None = None  # None: no trace (the CPU, NVML missing, sampling off)
     smoke: bool = False
+    cpu_probe_ms: tuple[float, float] | None = None  # before and after the timed loop; None: not read
+
+    @property
+    def cpu_change_pct(self) -> float:
+        """How much slower the host CPU was at the slower of the two probes, in % of the faster."""
+        if not self.cpu_probe_ms or min(self.cpu_probe_ms) <= 0:
+            return 0.0
+        return 100.0 * (max(self.cpu_probe_ms) / min(self.cpu_probe_ms) - 1.0)
 
     def reasons(self) -> list[str]:
         why = []
@@ -239,6 +252,12 @@ class Stability:
             why.append(f"latency CoV {self.cov_pct:.1f}% > {self.COV_PCT:g}%")
         if self.gpu_busy_pct is not None and self.gpu_busy_pct < self.GPU_BUSY_PCT:
             why.append(f"GPU busy {self.gpu_busy_pct:.0f}% < {self.GPU_BUSY_PCT:g}% (launch-bound)")
+        if self.cpu_change_pct > self.CPU_CHANGE_PCT:
+            before, after = self.cpu_probe_ms or (0.0, 0.0)
+            why.append(
+                f"host CPU speed changed {self.cpu_change_pct:.0f}% > {self.CPU_CHANGE_PCT:g}% across the "
+                f"window (probe {before:.2f} -> {after:.2f} ms)"
+            )
         return why
 
     def tags(self) -> dict[str, str]:
