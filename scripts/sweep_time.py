@@ -39,7 +39,7 @@ from pathlib import Path
 
 from src import PROJECT_ROOT
 from src.parent import tracking
-from src.shared.results import JOB, LATENCY, STOP
+from src.shared.results import JOB, LATENCY, STOP, slowdown_pct
 
 GRID = ["+experiment=study", "hydra.sweeper.params.batch_index='0,1'"]
 SWEEPS = {  # name: overrides on top of the defaults
@@ -140,10 +140,7 @@ def probe(run) -> tuple[float, float] | None:
 
 def same_host_speed(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
     """Both runs' probes, before and after, within SAME_SPEED_PCT of one another."""
-    if not a or not b:
-        return False
-    values = [*a, *b]
-    return 100 * (max(values) / min(values) - 1) <= SAME_SPEED_PCT
+    return bool(a and b) and slowdown_pct([*a, *b]) <= SAME_SPEED_PCT
 
 
 def figures(ledger: list[dict], runs: dict[str, list]) -> list[str]:

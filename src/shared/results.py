@@ -216,6 +216,14 @@ PARITY = Names(
 )
 
 
+def slowdown_pct(times: tuple[float, ...] | list[float]) -> float:
+    """How much the slowest of these times is above the fastest, in % of the fastest (0 without a positive
+    fastest): the host CPU probes' change across a window, or between two runs."""
+    if not times or min(times) <= 0:
+        return 0.0
+    return 100.0 * (max(times) / min(times) - 1.0)
+
+
 @dataclass(frozen=True)
 class Stability:
     """Whether an ok run's figure can be trusted as one number (docs/metrics.md, "Stable"): its timed
@@ -238,9 +246,7 @@ class Stability:
     @property
     def cpu_change_pct(self) -> float:
         """How much slower the host CPU was at the slower of the two probes, in % of the faster."""
-        if not self.cpu_probe_ms or min(self.cpu_probe_ms) <= 0:
-            return 0.0
-        return 100.0 * (max(self.cpu_probe_ms) / min(self.cpu_probe_ms) - 1.0)
+        return slowdown_pct(self.cpu_probe_ms or ())
 
     def reasons(self) -> list[str]:
         why = []
