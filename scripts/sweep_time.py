@@ -39,7 +39,7 @@ from pathlib import Path
 
 from src import PROJECT_ROOT
 from src.parent import tracking
-from src.shared.results import JOB, LATENCY, STOP, slowdown_pct
+from src.shared.results import JOB, LATENCY, STOP, cpu_probes, slowdown_pct
 
 GRID = ["+experiment=study", "hydra.sweeper.params.batch_index='0,1'"]
 SWEEPS = {  # name: overrides on top of the defaults
@@ -130,14 +130,6 @@ def breakdown(runs: list) -> list[str]:
     return lines
 
 
-def probe(run) -> tuple[float, float] | None:
-    """The host CPU probe before and after the run's timed loop (ms; lower is faster), if it logged one."""
-    m = run.data.metrics
-    if LATENCY.cpu_probe_before_ms not in m:
-        return None
-    return m[LATENCY.cpu_probe_before_ms], m[LATENCY.cpu_probe_after_ms]
-
-
 def same_host_speed(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
     """Both runs' probes, before and after, within SAME_SPEED_PCT of one another."""
     return bool(a and b) and slowdown_pct([*a, *b]) <= SAME_SPEED_PCT
@@ -148,7 +140,7 @@ def figures(ledger: list[dict], runs: dict[str, list]) -> list[str]:
     sweep: the largest difference over all jobs, and over the jobs whose two runs saw the same host speed."""
     rates = {
         e["experiment"]: {
-            r.info.run_name: (r.data.metrics.get(LATENCY.throughput_img_s), probe(r))
+            r.info.run_name: (r.data.metrics.get(LATENCY.throughput_img_s), cpu_probes(r.data.metrics))
             for r in runs[e["experiment"]]
         }
         for e in ledger

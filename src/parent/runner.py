@@ -25,7 +25,17 @@ from src.shared.envinfo import cpu_model, git_info, host_tags, library_versions
 from src.shared.errors import Status
 from src.shared.locks import any_device_lock, device_lock
 from src.shared.progress import ARTIFACTS, CHILD_LOG, PROGRESS, SPEC, read_progress
-from src.shared.results import ENERGY, JOB, LATENCY, LINK, TRACE, EnergyWindow, JobResult, Stability
+from src.shared.results import (
+    ENERGY,
+    JOB,
+    LATENCY,
+    LINK,
+    TRACE,
+    EnergyWindow,
+    JobResult,
+    Stability,
+    cpu_probes,
+)
 from src.shared.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -278,9 +288,7 @@ def judge_stability(result: JobResult, spec: JobSpec) -> None:
         cov_pct=m[LATENCY.latency_cov_pct],
         gpu_busy_pct=m.get(TRACE.gpu_util_mean_pct),
         smoke=spec.smoke,
-        cpu_probe_ms=(m[LATENCY.cpu_probe_before_ms], m[LATENCY.cpu_probe_after_ms])
-        if LATENCY.cpu_probe_before_ms in m
-        else None,
+        cpu_probe_ms=cpu_probes(m),
     )
     result.tags.update(stability.tags())
 

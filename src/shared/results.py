@@ -5,6 +5,7 @@ arithmetic that derives them. Writers call `.metrics()` / `.tags()`; readers (th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from src.shared.errors import Status
@@ -222,6 +223,13 @@ def slowdown_pct(times: tuple[float, ...] | list[float]) -> float:
     if not times or min(times) <= 0:
         return 0.0
     return 100.0 * (max(times) / min(times) - 1.0)
+
+
+def cpu_probes(metrics: Mapping[str, float]) -> tuple[float, float] | None:
+    """A run's host CPU probes, before and after its timed loop (ms; lower is faster); None if not logged."""
+    if LATENCY.cpu_probe_before_ms not in metrics:
+        return None
+    return metrics[LATENCY.cpu_probe_before_ms], metrics[LATENCY.cpu_probe_after_ms]
 
 
 @dataclass(frozen=True)
