@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -101,10 +100,11 @@ with torch.inference_mode():
 
 
 def correlation(a: list[float], b: list[float]) -> float:
-    ma, mb = statistics.mean(a), statistics.mean(b)
-    num = sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
-    den = math.sqrt(sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b))
-    return num / den if den else float("nan")
+    """Pearson's r (nan where a core's readings did not vary)."""
+    try:
+        return statistics.correlation(a, b)
+    except statistics.StatisticsError:
+        return float("nan")
 
 
 def sidecar(cores: list[int], seconds: float, command: list[str]) -> None:
