@@ -107,27 +107,32 @@ def correlation(a: list[float], b: list[float]) -> float:
         return float("nan")
 
 
+def per_second_medians(path: Path) -> dict[int, float]:
+    """One core's readings (ms), the median of each second."""
+    readings: dict[int, list[float]] = {}
+    for line in path.read_text().splitlines():
+        t, ms = json.loads(line)
+        readings.setdefault(int(t), []).append(ms)
+    return {t: statistics.median(v) for t, v in readings.items()}
+
+
 def sidecar(cores: list[int], seconds: float, command: list[str]) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="core-speed-"))
-    probes = [
-        subprocess.Popen([sys.executable, "-c", SIDECAR, str(c), str(folder / f"{c}.jsonl")]) for c in cores
-    ]
-    try:
-        if command:
-            print(f"{' '.join(command)} exited {subprocess.run(command).returncode}", flush=True)
-        else:
-            time.sleep(seconds)
-    finally:
-        for p in probes:
-            p.terminate()
-            p.wait()
-    per_second: dict[int, dict[int, float]] = {}
-    for c in cores:
-        readings: dict[int, list[float]] = {}
-        for line in (folder / f"{c}.jsonl").read_text().splitlines():
-            t, ms = json.loads(line)
-            readings.setdefault(int(t), []).append(ms)
-        per_second[c] = {t: statistics.median(v) for t, v in readings.items()}
+    with tempfile.TemporaryDirectory(prefix="core-speed-") as name:  # the readings, removed once read
+        folder = Path(name)
+        probes = [
+            subprocess.Popen([sys.executable, "-c", SIDECAR, str(c), str(folder / f"{c}.jsonl")])
+            for c in cores
+        ]
+        try:
+            if command:
+                print(f"{' '.join(command)} exited {subprocess.run(command).returncode}", flush=True)
+            else:
+                time.sleep(seconds)
+        finally:
+            for p in probes:
+                p.terminate()
+                p.wait()
+        per_second = {c: per_second_medians(folder / f"{c}.jsonl") for c in cores}
     seconds_all = [m for s in per_second.values() for m in s.values()]
     if not seconds_all:
         print("no readings")
