@@ -75,7 +75,8 @@ class BenchCallback(Callback):
         basic = BASIC_LAUNCHER in launcher
         if basic and config.child_start == "template":  # torch's import overlaps the checks below
             launch.warm_template()
-        composed = sweep_configs(config)
+        uri = tracking.tracking_uri(config.tracking.uri)
+        composed = sweep_configs(config, meanwhile=lambda: tracking.load_library(uri))
         numbers = validate_or_exit(composed) if composed else None  # None: another sweeper's grid
         check_surroundings(config, Path(config.hydra.sweep.dir))
         if numbers and basic:

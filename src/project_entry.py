@@ -10,4 +10,4 @@ from src import bench
 
 if __name__ == "__main__":
     sys.argv = [sys.argv[0], *(word for arg in sys.argv[1:] for word in shlex.split(arg))]
-    sys.exit(bench.run())
+    bench.exit_now(bench.run())

@@ -4,8 +4,11 @@ drawn from the runs at hand is left out with a note saying why."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from src.shared.forks import MISSING, run_forked
 
 Plot = tuple[str, Path | None, str]  # title, file (None: left out), note
 
@@ -31,13 +34,11 @@ def draw(wide: Any, out: Path, label: Any) -> list[Plot]:
     multi_gpu = ok["gpu"].nunique() > 1
     ok["point"] = [f"{r.label} b{r.batch}" + (f" ({r.gpu})" if multi_gpu else "") for r in ok.itertuples()]
     models = sorted(ok["model"].unique())
-    return [
-        _throughput(ok, models, out),
-        _p99_vs_throughput(ok, models, out),
-        _speedup_heatmap(ok, models, out),
-        _speedup_bars(ok, models, out),
-        _energy(ok, models, out),
-    ]
+    import matplotlib.pyplot  # once, here: the forks drawing the plots inherit it
+
+    plots = [partial(plot, ok, models, out) for plot in PLOTS]
+    drawn = run_forked(plots)  # each plot in a fork of its own, where the cores allow
+    return [plot() if got is MISSING else got for plot, got in zip(plots, drawn, strict=True)]
 
 
 def _panels(models: list[str], width: float = 5.5, height: float = 4.5) -> tuple[Any, Any]:
@@ -166,6 +167,9 @@ def _energy(ok: Any, models: list[str], out: Path) -> Plot:
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
     return ("Images per joule against throughput", _save(fig, out / "images_per_joule.png"), "")
+
+
+PLOTS = (_throughput, _p99_vs_throughput, _speedup_heatmap, _speedup_bars, _energy)
 
 
 def _save(fig: Any, path: Path) -> Path:

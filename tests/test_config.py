@@ -205,3 +205,41 @@ def test_a_basic_sweep_composes_each_jobs_config_once(monkeypatch: pytest.Monkey
         assert all(OmegaConf.is_missing(cfg.hydra.job, "id") for _, cfg in composed)
         other = loader.load_sweep_config(master, ["model=segresnet", "smoke=True"])  # not one of them
         assert other.model.name == "segresnet" and len(composing) == 1
+
+
+def test_a_sweeps_jobs_are_composed_and_checked_in_forks_while_this_process_goes_on() -> None:
+    """`compose_all` gives what Hydra's loader gives here, job by job, composed and checked in other
+    processes while `meanwhile` runs in this one; a job that does not compose gets Hydra's own exception."""
+    import os
+
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from src.parent.compose import compose_all
+    from src.parent.config import to_spec
+    from src.parent.sweep import checked_spec, sweep_configs
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", ["smoke=true"], run_mode=RunMode.MULTIRUN)
+        jobs = [["model=densenet"], ["model=foo"], ["model=yolo", "batch_size=4"], ["model=segresnet"]]
+        meanwhile: list[int] = []
+        done = compose_all(
+            loader, master, jobs, lambda cfg: os.getpid(), lambda: meanwhile.append(os.getpid())
+        )
+        assert meanwhile == [os.getpid()]
+        for job, (cfg, pid) in zip(jobs, done, strict=True):
+            if job == ["model=foo"]:
+                with pytest.raises(type(cfg), match="Could not find 'model/foo'"):
+                    loader.load_sweep_config(master, job)
+                assert pid is None
+                continue
+            here = OmegaConf.to_container(loader.load_sweep_config(master, job))
+            assert OmegaConf.to_container(cfg) == here and pid != os.getpid()
+
+        sweep = loader.load_configuration("config", ["model=densenet,yolo", "smoke=true"], RunMode.MULTIRUN)
+        for job, cfg in sweep_configs(sweep):  # each job's spec kept for the job, as checked
+            assert checked_spec(job) == to_spec(cfg) and checked_spec(job).model.name in job[0]
+        assert checked_spec(["model=segresnet", "smoke=True"]) is None  # not a job of that sweep

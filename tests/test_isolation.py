@@ -296,3 +296,39 @@ def test_libraries_for_later_jobs_wait_until_the_first_job_is_forked(tmp_path: P
         assert b'"pid"' in replies_until(template, b'"pid"'), "the template did not fork the job"
         wait_for(done)
         assert done.exists(), "the later jobs' library was never imported after the first fork"
+
+
+def test_pieces_of_work_run_in_forks_and_what_cannot_come_back_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`run_forked`: each piece in a fork of this process, its result back in order; one that raises or
+    whose result does not pickle is MISSING (its caller does it at home); `meanwhile` runs here, once,
+    whether or not a process could be forked."""
+    from src.shared import forks
+
+    def fails() -> None:
+        raise ValueError("no")
+
+    here: list[int] = []
+    got = forks.run_forked([os.getpid, fails, lambda: lambda: 1, os.getpid], lambda: here.append(os.getpid()))
+    assert here == [os.getpid()]
+    assert got[1] is forks.MISSING and got[2] is forks.MISSING
+    assert (
+        isinstance(got[0], int)
+        and got[0] != os.getpid()
+        and isinstance(got[3], int)
+        and got[3] != os.getpid()
+    )
+
+    # nothing to do meanwhile: forks only where two or more can work at once
+    monkeypatch.setattr(forks, "forks", lambda pieces: 1)
+    assert forks.run_forked([os.getpid, os.getpid]) == [forks.MISSING, forks.MISSING]
+    monkeypatch.setattr(forks, "forks", lambda pieces: 2)
+    assert os.getpid() not in forks.run_forked([os.getpid, os.getpid])
+
+    def no_fork(*args: object, **kwargs: object) -> None:
+        raise OSError("fork refused")
+
+    monkeypatch.setattr(forks, "ProcessPoolExecutor", no_fork)
+    assert forks.run_forked([os.getpid], lambda: here.append(0)) == [forks.MISSING]
+    assert here == [os.getpid(), 0]

@@ -147,9 +147,10 @@ CI = dict(stop="ci", warmup_iters=5, repeats=3, min_iters=5, min_duration_s=0)
 
 
 def test_warm_up_ends_once_two_successive_calls_agree() -> None:
-    fn, calls = scripted([40, 20, 10, 10])  # after a first call of 60 ms
-    timing = timed_loop(fn, None, CPU, LoopSettings(**CI, ci_pct=50), first_ms=60)
-    assert timing.warmup_calls == 4  # 40 vs 60, 20 vs 40, 10 vs 20 disagree; 10 vs 10 agree
+    # long enough that 5% (2 ms) is more than a busy machine's jitter in waking from a sleep
+    fn, calls = scripted([160, 80, 40, 40])  # after a first call of 240 ms
+    timing = timed_loop(fn, None, CPU, LoopSettings(**CI, ci_pct=50), first_ms=240)
+    assert timing.warmup_calls == 4  # 160 vs 240, 80 vs 160, 40 vs 80 disagree; 40 vs 40 agree
     assert len(calls) == 4 + len(timing.latencies_ms)
     bounded = timed_loop(
         *scripted([80, 40, 20, 10])[:1], None, CPU, LoopSettings(**{**CI, "warmup_iters": 2})

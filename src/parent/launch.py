@@ -12,6 +12,7 @@ process group of its own; the run's tag `child_start` says which.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -29,7 +30,6 @@ from src.shared.results import JOB, JobResult
 from src.shared.spec import JobSpec
 
 KILL_GRACE_S = 5.0
-TEMPLATE_EXIT_S = 1.0
 LOG_TAIL_CHARS = 3000
 START_MODES = ("template", "fresh")
 
@@ -205,13 +205,14 @@ class Template:
             return {}
 
     def close(self) -> None:
+        """Killed, not asked to end: it holds nothing to keep, no job is left to wait for, and its own way
+        out (an interpreter's teardown with torch loaded, or an import under way) takes seconds."""
         if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()  # type: ignore[union-attr]  # it ends when its input does
-                self.proc.wait(timeout=TEMPLATE_EXIT_S)  # or it is still importing: no child to wait for
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
+            self.proc.kill()
+            self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()  # type: ignore[union-attr]
         if Template.current is self:
             Template.current = None
 

@@ -7,31 +7,41 @@ import copy
 import logging
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from omegaconf import DictConfig
 
 from src.parent import preflight
+from src.parent.compose import compose_all
 from src.parent.config import beyond_study_rows, to_spec, unsupported_combination
 from src.shared.errors import ConfigError
+from src.shared.registry import load_plugins
 from src.shared.results import JOB, LATENCY, STABLE
+from src.shared.spec import JobSpec
 
 log = logging.getLogger(__name__)
 FAILED_EXIT = 3  # the exit status when any job ended `failed` or `timeout` (README, "Exit codes")
 REFUSED_EXIT = 2  # bad input: nothing was run
 _statuses: Counter[str] = Counter()  # the jobs' statuses in this process (a sweep's: read back from MLflow)
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+_verdicts: dict[tuple[str, ...], tuple[str, Any]] = {}  # the last sweep_configs' checks, by job overrides
 
 
-def sweep_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
-    """Every job's composed config, as the basic sweeper will compose it. Hydra has no public way to
-    expand another sweeper's grid: under one, this returns none and each job validates itself as it starts
-    (`src/bench.py`), refusing bad input with the same message and exit status."""
+def sweep_configs(
+    config: DictConfig, meanwhile: Callable[[], object] = lambda: None
+) -> list[tuple[list[str], DictConfig | Exception]]:
+    """Every job's composed config (or the exception composing it raised), as the basic sweeper will
+    compose it, each checked as well (`src/parent/compose.py`: in forked processes, while this one runs
+    `meanwhile`). Hydra has no public way to expand another sweeper's grid: under one, this returns none
+    and each job validates itself as it starts (`src/bench.py`), refusing bad input with the same message
+    and exit status."""
     if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
         log.info(
             "sweeper %s: each job's config is checked as the job starts", config.hydra.sweeper.get("_target_")
         )
+        meanwhile()
         return []
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
@@ -43,13 +53,33 @@ def sweep_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
         [*params, *config.hydra.overrides.task]
     )
     jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
-    composed = []
-    for job in jobs:
-        try:
-            composed.append((job, loader.load_sweep_config(config, list(job))))
-        except Exception as exc:  # a group option that does not exist, a key not in the schema, ...
-            composed.append((job, exc))
-    return composed
+    done = compose_all(loader, config, jobs, _verdict, meanwhile)
+    _verdicts.clear()
+    for job, (_, verdict) in zip(jobs, done, strict=True):
+        if verdict is None:  # its composition failed: validate_or_exit gives Hydra's message
+            continue
+        _verdicts[tuple(job)] = verdict
+        if verdict[0] == "job":  # its plugins were imported where it was checked: here too
+            load_plugins(verdict[1].plugins)
+    return [(job, cfg) for job, (cfg, _) in zip(jobs, done, strict=True)]
+
+
+def _verdict(cfg: DictConfig, single: bool = False) -> tuple[str, Any]:
+    """A composed job's check: ('absent', None): in a sweep, not a cell of the study; ('refused', why);
+    ('job', its JobSpec)."""
+    try:
+        if not single and beyond_study_rows(cfg):
+            return "absent", None
+        return "job", to_spec(cfg)
+    except ConfigError as exc:
+        return "refused", str(exc)
+
+
+def checked_spec(overrides: list[str]) -> JobSpec | None:
+    """The JobSpec that this process's sweep check made for the job with these overrides, if it made one
+    (the job then skips checking its config again)."""
+    kind, spec = _verdicts.get(tuple(overrides), (None, None))
+    return spec if kind == "job" else None
 
 
 def share_compositions(config: DictConfig, composed: list[tuple[list[str], Any]]) -> None:
@@ -81,20 +111,21 @@ def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) ->
     absent = 0
     real = []
     for number, (overrides, cfg) in enumerate(jobs):
-        try:
-            if isinstance(cfg, Exception):
-                raise ConfigError(_hydra_message(cfg))
-            if not single and beyond_study_rows(cfg):
-                absent += 1
-                continue
+        if isinstance(cfg, Exception):
+            kind, found = "refused", _hydra_message(cfg)
+        else:
+            kind, found = (None if single else _verdicts.get(tuple(overrides))) or _verdict(cfg, single)
+        if kind == "absent":
+            absent += 1
+            continue
+        why = unsupported_combination(found) if kind == "job" else found
+        if kind == "job":
             real.append(number)
-            why = unsupported_combination(to_spec(cfg))
-            if why and single:
-                raise ConfigError(why)
-            if why:
+            if why and not single:
                 refused[why] += 1
-        except ConfigError as exc:
-            problems.setdefault(str(exc), []).append(" ".join(overrides) or "(defaults)")
+                continue
+        if why:
+            problems.setdefault(why, []).append(" ".join(overrides) or "(defaults)")
     for why, n in refused.items():
         log.warning("%d job(s) of this sweep will be recorded as unsupported: %s", n, why)
     if problems:

@@ -57,6 +57,15 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(unquote(urlparse(uri).path)).resolve()
 
 
+def load_library(uri: str) -> None:
+    """Import MLflow's client and, for a SQLite store, its database layer (seconds of imports, most of
+    opening a store; nothing is opened or written here)."""
+    import mlflow
+
+    if sqlite_path(uri) is not None:
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
 def open_client(uri: str):  # -> mlflow.MlflowClient; imported lazily, mlflow is slow to import
     """A client on `uri`. The first use of a fresh SQLite store creates its tables, which breaks when two
     processes do it at once (alembic errors): that first use is serialised with a lock beside the file."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import platform
 import re
@@ -28,18 +29,29 @@ LIBRARIES = (
 
 
 def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, str]:
-    versions = {}
+    """Each distribution's installed version, as this process first read it (a sweep's jobs share it)."""
+    return dict(_versions(tuple(names)))
+
+
+@functools.cache
+def _versions(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    versions = []
     for name in names:
         try:
-            versions[f"version.{name}"] = metadata.version(name)
+            versions.append((f"version.{name}", metadata.version(name)))
         except metadata.PackageNotFoundError:
-            versions[f"version.{name}"] = "not installed"
-    return versions
+            versions.append((f"version.{name}", "not installed"))
+    return tuple(versions)
 
 
 def git_info(root: Path) -> dict[str, str]:
-    """Commit and dirty flag of the project checkout; 'unknown' outside git."""
+    """Commit and dirty flag of the project checkout; 'unknown' outside git. Read once per process: the
+    checkout whose code this process loaded as it started (two `git` commands per job otherwise)."""
+    return dict(_git_info(root))
 
+
+@functools.cache
+def _git_info(root: Path) -> tuple[tuple[str, str], ...]:
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)
         return out.stdout.strip()
@@ -48,8 +60,8 @@ def git_info(root: Path) -> dict[str, str]:
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        return {"git_commit": "unknown"}
-    return {"git_commit": commit, "git_dirty": str(dirty).lower(), "mlflow.source.git.commit": commit}
+        return (("git_commit", "unknown"),)
+    return (("git_commit", commit), ("git_dirty", str(dirty).lower()), ("mlflow.source.git.commit", commit))
 
 
 def host_tags() -> dict[str, str]:
