@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -204,17 +205,21 @@ def main() -> None:
     unknown = [s for s in plan if s not in SWEEPS]
     if unknown:
         parser.error(f"unknown sweep(s) {', '.join(unknown)}; allowed: {', '.join(SWEEPS)}")
+    known = args.store / LEDGER if args.store else None
+    ledger = json.loads(known.read_text()) if known and known.is_file() else []
+    if not plan and not ledger:
+        where = f"--store {args.store} records none" if args.store else "no --store to print them from"
+        parser.error(f"--sweeps names none of {', '.join(SWEEPS)} and {where}: nothing to run or print")
     store = args.store or Path(tempfile.mkdtemp(prefix="sweep-time-"))
     store.mkdir(parents=True, exist_ok=True)
     ledger_file = store / LEDGER
-    ledger = json.loads(ledger_file.read_text()) if ledger_file.is_file() else []
     for name in plan:
         n = 1 + sum(e["name"] == name for e in ledger)
         ledger.append(sweep(name, f"{name}-{n}", store, args.overrides))
         ledger_file.write_text(json.dumps(ledger, indent=1))
     runs = {e["experiment"]: jobs(store, e["experiment"]) for e in ledger}
     out = [
-        f"Command: `python scripts/sweep_time.py {' '.join(sys.argv[1:])}`",
+        f"Command: `python scripts/sweep_time.py {shlex.join(sys.argv[1:])}`",
         "",
         "| sweep | settings | jobs | wall s | before the first job s | timed windows s | windows / wall "
         "| statuses |",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -205,3 +206,15 @@ def test_runs_given_one_output_folder_never_share_a_jobs_files(store: str, tmp_p
             run_id=run["run_id"], artifact_path="spec.json", tracking_uri=store, dst_path=str(tmp_path)
         )
         assert json.loads(Path(path).read_text())["batch_size"] == int(run["params.batch_size"])
+
+
+def test_sweep_time_with_nothing_to_run_or_print_refuses(tmp_path: Path) -> None:
+    """The benchmark script's bad input: no sweep asked for and no store that records one."""
+    store = tmp_path / "store"
+    script = Path(__file__).parents[1] / "scripts" / "sweep_time.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--sweeps", "", "--store", str(store)], capture_output=True, text=True
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "--sweeps names none of cold, warm, old" in out.stderr and "records none" in out.stderr
+    assert not store.exists()
