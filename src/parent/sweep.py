@@ -118,9 +118,10 @@ def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) ->
         if kind == "absent":
             absent += 1
             continue
-        why = unsupported_combination(found) if kind == "job" else found
+        why = found
         if kind == "job":
             real.append(number)
+            why = unsupported_combination(found)
             if why and not single:
                 refused[why] += 1
                 continue
