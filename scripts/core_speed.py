@@ -1,8 +1,10 @@
-"""Does each CPU core of this host change speed on its own, and does choosing a fast one steady a
-launch-bound cell? Two probes, plain Python and plain PyTorch (not the harness).
+"""Does each CPU core of this host change speed on its own, does choosing a fast one steady a
+launch-bound cell, and where did the harness's launching threads run? Three probes, plain Python and
+plain PyTorch (not the harness), and a watch over the harness's own runs.
 
 python scripts/core_speed.py sidecar [--cores 3,9,15] [-- COMMAND ...]
 python scripts/core_speed.py fastest-core [--processes 5] [--rounds 5] [--device cuda|cpu]
+python scripts/core_speed.py placement [--watch-core 15] -- COMMAND ...
 
 `sidecar`: one process pinned to each of `--cores` times 100,000 additions every 0.1 s (ms; lower is
 faster) while COMMAND runs (e.g. a sweep; without one, for `--seconds`). Printed per core: readings, the
@@ -17,17 +19,29 @@ loops per core). The same probe, in the thread, before and after each window. Pr
 per way the median, range and the windows whose two probes both read fast, and how often the probe after a
 window was over 25% slower than the one before it.
 
+`placement`: while COMMAND runs (harness runs logging to MLFLOW_TRACKING_URI), every thread of the
+project's processes (`src.` in the command line) is read from /proc every 0.1 s: its core and its CPU
+ticks. Then per run that COMMAND logged, in order: its figure, its host CPU probes, and its launching
+thread (the thread with the most ticks inside the run's timed window): the cores it ran on there (ticks
+on each), how often it changed core, and the ticks other threads of ours spent on that core meanwhile. The
+reading thread is pinned to `--watch-core` (the command is not).
+
 A benchmark, not a test: it asserts nothing (docs/investigations.md says what it read on the H200 host).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
+import os
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -184,6 +198,85 @@ def fastest_core(processes: int, rounds: int, device: str) -> None:
             )
 
 
+def watch_threads(out: list[tuple[float, str, str, int, int]], stop: threading.Event, core: int) -> None:
+    """(time, pid, tid, CPU ticks, core) of every thread of the project's processes, every 0.1 s."""
+    with contextlib.suppress(OSError, ValueError):
+        os.sched_setaffinity(0, {core})  # this thread alone
+    pids: list[str] = []
+    scanned = 0.0
+    while not stop.is_set():
+        now = time.time()
+        if now - scanned > 0.5:
+            pids, scanned = [p for p in os.listdir("/proc") if p.isdigit() and ours(p)], now
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with contextlib.suppress(OSError):
+                        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                        f = stat[stat.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
+                        out.append((now, pid, tid, int(f[11]) + int(f[12]), int(f[36])))
+        stop.wait(0.1)
+
+
+def ours(pid: str) -> bool:
+    try:
+        return b"src." in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def placement(command: list[str], watch_core: int) -> None:
+    import mlflow  # the harness's store, read back as the report does
+
+    samples: list[tuple[float, str, str, int, int]] = []
+    stop, started = threading.Event(), time.time()
+    watcher = threading.Thread(target=watch_threads, args=(samples, stop, watch_core), daemon=True)
+    watcher.start()
+    try:
+        print(f"{shlex.join(command)} exited {subprocess.run(command).returncode}", flush=True)
+    finally:
+        stop.set()
+        watcher.join()
+    by_thread: dict[str, list[tuple[float, int, int]]] = {}
+    for t, _, tid, ticks, core in samples:
+        by_thread.setdefault(tid, []).append((t, ticks, core))
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        m, tags = run.data.metrics, run.data.tags
+        if run.info.start_time < started * 1e3 or "window_start_unix" not in m:
+            continue
+        a, b = m["window_start_unix"], m["window_end_unix"]
+        inside = {tid: [s for s in ss if a <= s[0] <= b] for tid, ss in by_thread.items()}
+        busy = {tid: ss[-1][1] - ss[0][1] for tid, ss in inside.items() if len(ss) > 1}
+        line = (
+            f"{run.info.run_name} start={tags.get('child_start', '?').split()[0]} "
+            f"{m.get('throughput_img_s', 0.0):.1f} img/s, window {b - a:.1f} s, probes "
+            f"{m.get('cpu_probe_before_ms', 0.0):.2f}/{m.get('cpu_probe_after_ms', 0.0):.2f} ms"
+        )
+        if not busy:
+            print(f"{line}; no thread read inside its window")
+            continue
+        launching = max(busy, key=busy.get)
+        steps = list(itertools.pairwise(inside[launching]))
+        cores: dict[int, int] = {}
+        for s0, s1 in steps:
+            cores[s1[2]] = cores.get(s1[2], 0) + s1[1] - s0[1]
+        moves = sum(s0[2] != s1[2] for s0, s1 in steps)
+        main_core = max(cores, key=cores.get)
+        others = sum(
+            s1[1] - s0[1]
+            for tid, ss in inside.items()
+            if tid != launching
+            for s0, s1 in itertools.pairwise(ss)
+            if s1[2] == main_core
+        )
+        on = ", ".join(f"{c}: {n}" for c, n in sorted(cores.items(), key=lambda x: -x[1]))
+        print(
+            f"{line}; launching thread {launching}: ticks on core {on}; core changes {moves}; "
+            f"other threads' ticks on core {main_core}: {others}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="probe", required=True)
@@ -195,10 +288,18 @@ def main() -> None:
     pin.add_argument("--processes", type=int, default=5)
     pin.add_argument("--rounds", type=int, default=5)
     pin.add_argument("--device", default="cuda")
+    place = sub.add_parser("placement", help="the cores of the harness's launching threads")
+    place.add_argument("--watch-core", type=int, default=(os.cpu_count() or 1) - 1)
+    place.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ... (harness runs)")
     args = parser.parse_args()
-    if args.probe == "sidecar":
+    if args.probe in ("sidecar", "placement"):
         command = args.command[1:] if args.command[:1] == ["--"] else args.command
-        sidecar([int(c) for c in args.cores.split(",") if c], args.seconds, command)
+        if args.probe == "placement":
+            if not command:
+                parser.error("placement needs -- COMMAND ...: harness runs to watch")
+            placement(command, args.watch_core)
+        else:
+            sidecar([int(c) for c in args.cores.split(",") if c], args.seconds, command)
     else:
         fastest_core(args.processes, args.rounds, args.device)
 
