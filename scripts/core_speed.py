@@ -198,8 +198,8 @@ def fastest_core(processes: int, rounds: int, device: str) -> None:
             )
 
 
-def watch_threads(out: list[tuple[float, str, str, int, int]], stop: threading.Event, core: int) -> None:
-    """(time, pid, tid, CPU ticks, core) of every thread of the project's processes, every 0.1 s."""
+def watch_threads(out: dict[str, list[tuple[float, int, int]]], stop: threading.Event, core: int) -> None:
+    """Per thread of the project's processes, (time, CPU ticks, core) every 0.1 s."""
     with contextlib.suppress(OSError, ValueError):
         os.sched_setaffinity(0, {core})  # this thread alone
     pids: list[str] = []
@@ -214,7 +214,7 @@ def watch_threads(out: list[tuple[float, str, str, int, int]], stop: threading.E
                     with contextlib.suppress(OSError):
                         stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
                         f = stat[stat.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
-                        out.append((now, pid, tid, int(f[11]) + int(f[12]), int(f[36])))
+                        out.setdefault(tid, []).append((now, int(f[11]) + int(f[12]), int(f[36])))
         stop.wait(0.1)
 
 
@@ -228,18 +228,15 @@ def ours(pid: str) -> bool:
 def placement(command: list[str], watch_core: int) -> None:
     import mlflow  # the harness's store, read back as the report does
 
-    samples: list[tuple[float, str, str, int, int]] = []
+    by_thread: dict[str, list[tuple[float, int, int]]] = {}
     stop, started = threading.Event(), time.time()
-    watcher = threading.Thread(target=watch_threads, args=(samples, stop, watch_core), daemon=True)
+    watcher = threading.Thread(target=watch_threads, args=(by_thread, stop, watch_core), daemon=True)
     watcher.start()
     try:
         print(f"{shlex.join(command)} exited {subprocess.run(command).returncode}", flush=True)
     finally:
         stop.set()
         watcher.join()
-    by_thread: dict[str, list[tuple[float, int, int]]] = {}
-    for t, _, tid, ticks, core in samples:
-        by_thread.setdefault(tid, []).append((t, ticks, core))
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     for run in sorted(runs, key=lambda r: r.info.start_time):
         m, tags = run.data.metrics, run.data.tags
@@ -292,14 +289,14 @@ def main() -> None:
     place.add_argument("--watch-core", type=int, default=(os.cpu_count() or 1) - 1)
     place.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ... (harness runs)")
     args = parser.parse_args()
-    if args.probe in ("sidecar", "placement"):
-        command = args.command[1:] if args.command[:1] == ["--"] else args.command
-        if args.probe == "placement":
-            if not command:
-                parser.error("placement needs -- COMMAND ...: harness runs to watch")
-            placement(command, args.watch_core)
-        else:
-            sidecar([int(c) for c in args.cores.split(",") if c], args.seconds, command)
+    command = getattr(args, "command", [])
+    command = command[1:] if command[:1] == ["--"] else command
+    if args.probe == "sidecar":
+        sidecar([int(c) for c in args.cores.split(",") if c], args.seconds, command)
+    elif args.probe == "placement":
+        if not command:
+            parser.error("placement needs -- COMMAND ...: harness runs to watch")
+        placement(command, args.watch_core)
     else:
         fastest_core(args.processes, args.rounds, args.device)
 
