@@ -21,9 +21,9 @@ from omegaconf import DictConfig
 
 from src import PROJECT_ROOT
 from src.parent import config as _config
-from src.parent import follow
+from src.parent import follow, offline
 from src.parent.runner import run_job, without_child
-from src.parent.sweep import checked_spec, exit_code, note_statuses, refuse
+from src.parent.sweep import checked_spec, exit_code, note_pending, note_statuses, pending_line, refuse
 from src.parent.tracking import PARENT_ENV, parent_run_id
 from src.shared.errors import ConfigError
 
@@ -65,6 +65,9 @@ def main(cfg: DictConfig) -> str:
     note_statuses([result.status.value])
     if sweep_dir is not None and parent:
         follow.count_done(cfg, parent)
+    elif waiting := offline.pending(job_dir):
+        note_pending(len(waiting))
+        print(pending_line(len(waiting), Path(hc.runtime.output_dir)), file=sys.stderr)
     else:
         follow.single_run_end(cfg, run_id, result.status.value)
     return result.status.value
@@ -80,7 +83,8 @@ def _drop_folder(path: Path) -> None:
 
 def run() -> int:
     """`main`, with the exit status a script can trust: 0 when every job ended with a result, 3 when any
-    ended failed or timeout, 2 for refused input; on Ctrl-C or SIGTERM one line, and 128 + the signal."""
+    ended failed or timeout, 4 when results wait on disk for `src.upload`, 2 for refused input; on Ctrl-C
+    or SIGTERM one line, and 128 + the signal."""
     try:
         main()
     except KeyboardInterrupt as exc:

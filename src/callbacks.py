@@ -6,7 +6,9 @@ runs, and group a sweep's runs under one parent run.
   listing each problem and what is allowed.
 - `on_multirun_start` then creates the MLflow store and experiment once (SQLite table creation is not safe
   from several processes at once) and the sweep's parent run, unless `mlflow run` already made one.
-- `on_multirun_end` prints the sweep's results, read back from MLflow, and ends the parent run. A sweep
+- `on_multirun_end` concludes the sweep's run (`src/parent/conclude.py`), prints its results read back from
+  MLflow, and ends the parent run; where results wait on disk (the server could not be reached) it says
+  how many and the `src.upload` command, which concludes and ends the run once they are in. A sweep
   stopped early (Ctrl-C, SIGTERM) ends on the way out: job runs left RUNNING (a parallel launcher's workers
   are killed with it) as failed, interrupted; then its own parent run as KILLED.
 """
@@ -18,18 +20,18 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src import upload
-from src.parent import answers, follow, launch, tracking
+from src.parent import answers, conclude, follow, launch, offline, tracking
 from src.parent.sweep import (
     check_surroundings,
+    note_pending,
     note_statuses,
+    pending_line,
     share_compositions,
     summary_table,
     sweep_configs,
@@ -42,6 +44,12 @@ from src.shared.results import JOB
 log = logging.getLogger(__name__)
 LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher")
 BASIC_LAUNCHER = "BasicLauncher"  # runs the jobs in this process
+
+
+def sweep_name() -> str:
+    """`sweep-<date>-<time>-<ms>`: two sweeps started in the same second get different names."""
+    now = time.time()
+    return f"sweep-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-{int(now * 1000) % 1000:03d}"
 
 
 class BenchCallback(Callback):
@@ -71,6 +79,10 @@ class BenchCallback(Callback):
         return exp_id
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Resolved once, before any job is composed: each job's config copies this config's resolver
+        # cache, so `${now:...}` in the folder's name is this moment for every job, whatever launcher
+        # composes it (else each job's folder would be named when the job starts).
+        sweep_dir = Path(str(config.hydra.sweep.dir))
         launcher = str(config.hydra.launcher.get("_target_"))
         basic = BASIC_LAUNCHER in launcher
         if basic and config.child_start == "template":  # torch's import overlaps the checks below
@@ -78,7 +90,7 @@ class BenchCallback(Callback):
         uri = tracking.tracking_uri(config.tracking.uri)
         composed = sweep_configs(config, meanwhile=lambda: tracking.load_library(uri))
         numbers = validate_or_exit(composed) if composed else None  # None: another sweeper's grid
-        check_surroundings(config, Path(config.hydra.sweep.dir))
+        check_surroundings(config, sweep_dir)
         if numbers and basic:
             share_compositions(config, composed)  # the jobs are composed in this process: once each
             # the jobs run in this process, one after another: its template imports their libraries now
@@ -88,7 +100,7 @@ class BenchCallback(Callback):
         tags = {
             JOB.kind: "sweep",
             "sweep_overrides": " ".join(config.hydra.overrides.task),
-            "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
+            "sweep_dir": str(sweep_dir.resolve()),
             "host": host_tags()["host"],
             JOB.pid: str(os.getpid()),
         }
@@ -99,9 +111,7 @@ class BenchCallback(Callback):
         else:  # a sweep run of our own, in the configured experiment (linked from the project run)
             if project:
                 tags["mlflow_project_run"] = project
-            parent = tracking.start_run(
-                self._client, exp_id, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", None, tags
-            )
+            parent = tracking.start_run(self._client, exp_id, sweep_name(), None, tags)
             self._own_parent = parent
             if project:
                 tracking.log_all(self._client, project, tags={"sweep_run_id": parent})
@@ -110,7 +120,6 @@ class BenchCallback(Callback):
         self._parent = parent if local else None
         atexit.register(self._stopped)
         os.environ[PARENT_ENV] = parent
-        sweep_dir = Path(config.hydra.sweep.dir)
         follow.write_sweep(sweep_dir, numbers)
         total = len(numbers) if numbers is not None else None
         (sweep_dir / PARENT_FILE).write_text(parent)
@@ -125,68 +134,45 @@ class BenchCallback(Callback):
         parent = os.environ.get(PARENT_ENV)
         if not parent or self._client is None:
             return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        report_out = None
+        if config.report.at_end:
+            report_out = Path(config.report.out or sweep_dir / "report")
         try:
-            self._summarise(parent, config)
+            self._summarise(parent, report_out)
+            concluded = True
         except Exception as exc:  # the tracking server went away: the jobs' results are kept on disk
             log.warning("could not read the sweep back from MLflow (%s: %s)", type(exc).__name__, exc)
-            if self._own_parent:
-                sweep_dir = Path(config.hydra.sweep.dir)
-                upload.save_parent(sweep_dir, self._client.tracking_uri, self._own_parent, "FINISHED")
-                log.warning("the sweep's results wait on disk: `python -m src.upload %s`", sweep_dir)
-                self._own_parent = None  # ended by the upload, not as KILLED on the way out
+            concluded = False
+        waiting = offline.pending(sweep_dir)
+        if waiting or not concluded:  # concluded again, and ended, by the upload once those are in
+            offline.save_parent(sweep_dir, self._client.tracking_uri, parent, "FINISHED", report_out)
+            self._own_parent = None  # ended by the upload, not as KILLED on the way out
+            note_pending(len(waiting) or 1)  # at least the sweep's own run waits
+            print(pending_line(len(waiting), sweep_dir), file=sys.stderr)
 
-    def _summarise(self, parent: str, config: DictConfig) -> None:
+    def _summarise(self, parent: str, report_out: Path | None) -> None:
         client = self._client
-        runs = tracking.children(client, parent)
-        counts = Counter(r.data.tags.get(JOB.status, "unknown") for r in runs)
-        note_statuses(counts, replace=True)  # every job of the sweep, wherever its launcher ran it
-        tracking.log_all(client, parent, tags={f"jobs_{k}": str(v) for k, v in counts.items()})
-        tracking.log_all(client, parent, metrics={"jobs_done": len(runs)})
-        answers.annotate_sweep(client, runs)  # speed-ups whose reference ran later (not in the summary)
-        linked = {r.data.tags[JOB.measured_in] for r in runs if JOB.measured_in in r.data.tags}
-        figures = {i: client.get_run(i).data.metrics for i in linked}
-        print(summary_table(runs, figures), file=sys.stderr)
+        done = conclude.conclude(client, parent, report_out)
+        note_statuses(done.counts, replace=True)  # every job of the sweep, wherever its launcher ran it
+        print(summary_table(done.runs, done.linked), file=sys.stderr)
         sweep = client.get_run(parent)
-        exp_id = sweep.info.experiment_id
-        report_path = self._report(parent, client.get_experiment(exp_id).name, config, runs)
-        models = sorted({r.data.params.get("model", "") for r in runs} - {""})
-        keys = answers.set_up_views(client, exp_id, models)
-        uri = client.tracking_uri
+        exp_id, uri = sweep.info.experiment_id, client.tracking_uri
         lines = [
-            f"sweep {sweep.info.run_name} ({parent}): {len(runs)} jobs, "
-            + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())),
-            f"  in the MLflow UI: {answers.view_link(uri, exp_id, keys[0])}{answers.ui_hint(uri)}",
+            f"sweep {sweep.info.run_name} ({parent}): {len(done.runs)} jobs, "
+            + ", ".join(f"{n} {status}" for status, n in sorted(done.counts.items())),
+            f"  in the MLflow UI: {answers.view_link(uri, exp_id, done.view_keys[0])}{answers.ui_hint(uri)}",
             *(
                 f"  {m} only: {answers.view_link(uri, exp_id, k)}"
-                for m, k in zip(models, keys[1:], strict=True)
+                for m, k in zip(done.models, done.view_keys[1:], strict=True)
             ),
         ]
-        if report_path:
-            lines.append(f"  report: {report_path / 'report.md'} (also logged to the sweep's run)")
+        if done.report:
+            lines.append(
+                f"  report: {done.report / 'report.md'} (also logged to the sweep's run: report/report.html)"
+            )
         print("\n".join(lines), file=sys.stderr)
         self._end_parent("FINISHED")
-
-    def _report(self, parent: str, experiment: str, config: DictConfig, runs: list) -> Path | None:
-        """The sweep's report, logged to its parent run, and its best runs tagged (report.at_end=false:
-        neither). A report that cannot be made never fails the sweep."""
-        if not config.report.at_end or not runs:
-            return None
-        from src import report
-
-        out = Path(config.report.out or Path(config.hydra.sweep.dir) / "report")
-        try:
-            made = report.make(self._client.tracking_uri, experiment, parent, None, out, log_to_run=True)
-        except Exception as exc:
-            log.warning("could not write the sweep's report (%s: %s)", type(exc).__name__, exc)
-            return None
-        if made is None:
-            return None
-        _, best = made
-        ids = set(best["run_id"]) if not best.empty else set()
-        # a best figure measured in an earlier sweep: tag this sweep's link to it
-        links = {r.data.tags.get(JOB.measured_in): r.info.run_id for r in runs}
-        answers.tag_best(self._client, runs, {links.get(i, i) for i in ids})
-        return out
 
     def _stopped(self) -> None:
         """At exit, for a sweep that never reached on_multirun_end. A SLURM sweep's jobs run on and end

@@ -309,7 +309,7 @@ def _fmt(v: Any) -> str:
 def write(t: Any, out: Path, source: str, best: Any = None) -> tuple[list[Path], Any]:
     """report.md, the tables as CSV and the plots; returns the files and the best-available table
     (`best`: chosen among other runs than the report's, e.g. the whole experiment's)."""
-    from src import report_plots
+    from src import report_html, report_plots
 
     out.mkdir(parents=True, exist_ok=True)
     wide = wide_table(t)
@@ -347,9 +347,11 @@ def write(t: Any, out: Path, source: str, best: Any = None) -> tuple[list[Path],
     parts += ["## Plots\n"]
     for title, png, note in drawn:
         parts.append(f"### {title}\n\n![{png.stem}]({png.name})\n" if png else f"### {title}\n\n{note}\n")
-    (out / "report.md").write_text("\n".join(parts), encoding="utf-8")
+    text = "\n".join(parts)
+    (out / "report.md").write_text(text, encoding="utf-8")
+    (out / "report.html").write_text(report_html.to_html(text, out), encoding="utf-8")
     pngs = [png for _, png, _ in drawn if png]
-    tables = [out / "headline.csv", out / "best.csv", out / "wide.csv", out / "report.md"]
+    tables = [out / f for f in ("headline.csv", "best.csv", "wide.csv", "report.md", "report.html")]
     return [*files, *tables, *pngs], best
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +52,40 @@ def fault_overrides(model: str) -> list[str]:
         f"model={model}",
         "measure.parity_samples=0",
     ]
+
+
+USER_FOLDERS = (PROJECT_ROOT / "multirun", PROJECT_ROOT / "outputs")  # Hydra's default output folders
+
+
+def user_folders() -> set[Path]:
+    """The run and sweep folders under the default output folders (`outputs|multirun/<date>/<time>`)."""
+    return {p for root in USER_FOLDERS if root.is_dir() for p in root.glob("*/*")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_the_tests_folders() -> Iterator[None]:
+    """The tests run `src.bench` as a user does, into the default output folders; what they made there
+    is removed once they are done (a user's own folders stay)."""
+    before = user_folders()
+    yield
+    for path in user_folders() - before:
+        shutil.rmtree(path, ignore_errors=True)
+    for root in USER_FOLDERS:
+        for day in root.glob("*") if root.is_dir() else ():
+            if day.is_dir() and not any(day.iterdir()):
+                day.rmdir()
+
+
+def sweep_folder(store: str, parent: str | None = None) -> Path:
+    """A sweep's folder as its parent run records it (`sweep_dir`): the newest sweep's, or `parent`'s."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store)
+    if parent is None:
+        exp = [e.experiment_id for e in client.search_experiments()]
+        found = client.search_runs(exp, "tags.kind = 'sweep'", order_by=["attributes.start_time DESC"])
+        parent = found[0].info.run_id
+    return Path(client.get_run(parent).data.tags["sweep_dir"])
 
 
 def bench_env(env: dict[str, str] | None = None) -> dict[str, str]:

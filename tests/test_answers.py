@@ -17,7 +17,7 @@ from src.parent import answers
 from src.parent.follow import Position, duration
 from src.report_plots import pareto
 from src.shared.results import Stability
-from tests.conftest import TEST_CONF, run_bench
+from tests.conftest import TEST_CONF, run_bench, sweep_folder
 
 PLUGINS = "plugins=[tests.plugins.fault_models,tests.plugins.narrow_backend]"
 SLEEPY = [f"hydra.searchpath=[file://{TEST_CONF}]", PLUGINS, "model=sleepy", "gpu=cpu", "batch_size=2"]
@@ -36,7 +36,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("answers")
     store = f"sqlite:///{tmp / 'mlflow.db'}"
     args = ["-m", *SLEEPY, "backend.name=eager,memo,fast_but_wrong", "progress_every_s=1", *WINDOWS]
-    out = run_bench([*args, f"tracking.uri={store}", f"hydra.sweep.dir={tmp / 'sweep'}"])
+    out = run_bench([*args, f"tracking.uri={store}"])
     assert out.returncode == 0, out.stderr[-3000:]
     client = MlflowClient(store)
     (parent,) = client.search_runs(
@@ -47,7 +47,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
         r.data.params["backend"]: r
         for r in client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     }
-    return {"out": out, "client": client, "parent": parent, "jobs": jobs, "dir": tmp / "sweep", "exp": exp_id}
+    folder = sweep_folder(store, parent.info.run_id)
+    return {"out": out, "client": client, "parent": parent, "jobs": jobs, "dir": folder, "exp": exp_id}
 
 
 pytestmark = pytest.mark.slow
@@ -170,9 +171,7 @@ def test_progress_line_format() -> None:
 
 
 def test_a_single_run_says_where_its_result_is(store: str, tmp_path: Path) -> None:
-    out = run_bench(
-        [*SLEEPY, "backend.name=memo", *WINDOWS, f"tracking.uri={store}", f"hydra.run.dir={tmp_path / 'r'}"]
-    )
+    out = run_bench([*SLEEPY, "backend.name=memo", *WINDOWS, f"tracking.uri={store}"])
     assert out.returncode == 0, out.stderr[-3000:]
     assert re.search(r"\[1/1\] sleepy-memo-fp32-bs2: ok", out.stdout + out.stderr)
     assert re.search(r"run sleepy-memo-fp32-bs2 \([0-9a-f]{32}\): [\d.]+ img/s", out.stderr)
@@ -187,9 +186,7 @@ def test_the_search_preset_stops_a_model_at_its_budget(store: str, tmp_path: Pat
         "batch_index=null",
         "+candidate=eager_fp32,compile_fp16_cl,tensorrt_fp16",
     ]
-    out = run_bench(
-        [*args, *WINDOWS, "search.budget_s=0.5", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}"]
-    )
+    out = run_bench([*args, *WINDOWS, "search.budget_s=0.5", f"tracking.uri={store}"])
     assert out.returncode == 0, out.stderr[-3000:]
     client = MlflowClient(store)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.kind = 'job'")

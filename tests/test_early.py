@@ -16,7 +16,7 @@ from src.parent import early
 from src.parent.launch import run_in_child
 from src.shared.errors import Status
 from src.shared.progress import CHILD_LOG
-from tests.conftest import QUICK, make_spec, run_bench
+from tests.conftest import QUICK, make_spec, run_bench, sweep_folder
 
 CPU_CASES = [
     ("backend=cudagraphs",),  # unsupported on the CPU
@@ -88,10 +88,9 @@ def test_a_sweep_records_them_at_once_while_another_process_holds_the_device(
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        sweep = tmp_path / "sweep"
         args = ["-m", "backend=cudagraphs,tensorrt", "gpu=cpu", "smoke=true", "batch_size=2", *QUICK]
         # a job that waited for the lock would wait for ever: the sweep would run past this timeout
-        out = run_bench([*args, f"tracking.uri={store}", f"hydra.sweep.dir={sweep}"], env=env, timeout=240)
+        out = run_bench([*args, f"tracking.uri={store}"], env=env, timeout=240)
         assert out.returncode == 0, out.stderr[-3000:]
         assert holder.poll() is None, "the lock was held throughout"
     finally:
@@ -105,4 +104,4 @@ def test_a_sweep_records_them_at_once_while_another_process_holds_the_device(
         assert "lock_wait_s" not in run.data.metrics and "child_exit_code" not in run.data.tags
         assert run.data.metrics["job_wall_s"] > 0  # the time the decision took
         assert run.data.tags["gpu_name"] == "none (CPU)" and run.data.params["device"] == "cpu"
-    assert not list(sweep.rglob(CHILD_LOG)), "no measuring child was started"
+    assert not list(sweep_folder(store).rglob(CHILD_LOG)), "no measuring child was started"

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from src import report
 from src.parent.sweep import FAILED_EXIT, REFUSED_EXIT
-from tests.conftest import QUICK, TEST_CONF, free_port, run_bench, start_bench
+from tests.conftest import QUICK, TEST_CONF, free_port, run_bench, start_bench, user_folders
 
 pytestmark = pytest.mark.slow
 SLEEPY = [f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]", "model=sleepy"]
@@ -40,9 +40,7 @@ def refused(out: subprocess.CompletedProcess, *expected: str) -> None:
 def test_a_resumed_sweep_shows_every_job_of_its_grid(store: str, tmp_path: Path) -> None:
     """Its skipped jobs link to the runs that hold their figures: under its parent run, in its summary
     table and in `src.report --sweep latest`; a sweep with nothing new still reports its whole grid."""
-    first = run_bench(
-        ["-m", *SLEEPY, "batch_size=2", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'a'}"]
-    )
+    first = run_bench(["-m", *SLEEPY, "batch_size=2", f"tracking.uri={store}"])
     assert first.returncode == 0, first.stderr[-3000:]
     measured = all_runs(store).query("`tags.kind` == 'job'").iloc[0]
     for name in ("b", "c"):  # grown by one job, then run again with nothing new
@@ -51,7 +49,6 @@ def test_a_resumed_sweep_shows_every_job_of_its_grid(store: str, tmp_path: Path)
             *SLEEPY,
             "batch_size=2,3",
             f"tracking.uri={store}",
-            f"hydra.sweep.dir={tmp_path / name}",
         ]
         out = run_bench(args)
         assert out.returncode == 0, out.stderr[-3000:]
@@ -73,7 +70,7 @@ def test_a_resumed_sweep_shows_every_job_of_its_grid(store: str, tmp_path: Path)
 def test_two_identical_sweeps_started_together_measure_each_job_once(store: str, tmp_path: Path) -> None:
     env = {"BENCH_LOCK_DIR": str(tmp_path / "locks")}
     args = ["-m", *SLEEPY, "batch_size=2,3", f"tracking.uri={store}"]
-    procs = [start_bench([*args, f"hydra.sweep.dir={tmp_path / n}"], env) for n in ("a", "b")]
+    procs = [start_bench(args, env) for _ in ("a", "b")]
     for proc in procs:
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out[-3000:]
@@ -83,7 +80,7 @@ def test_two_identical_sweeps_started_together_measure_each_job_once(store: str,
     assert len(links) == 2 and set(links["tags.measured_in"]) == set(jobs["run_id"])
 
 
-def start_hanging_sweep(store: str, sweep_dir: Path) -> subprocess.Popen:
+def start_hanging_sweep(store: str) -> subprocess.Popen:
     """A sweep whose job hangs in its first call, returned once that job's child is measuring."""
     args = ["-m", f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]"]
     args += [
@@ -91,7 +88,6 @@ def start_hanging_sweep(store: str, sweep_dir: Path) -> subprocess.Popen:
         *QUICK,
         "measure.timeout_s=300",
         f"tracking.uri={store}",
-        f"hydra.sweep.dir={sweep_dir}",
     ]
     proc = start_bench(args, env={"PYTHONUNBUFFERED": "1"})
     for line in proc.stdout:
@@ -101,14 +97,12 @@ def start_hanging_sweep(store: str, sweep_dir: Path) -> subprocess.Popen:
 
 
 def test_runs_left_running_by_a_killed_sweep_are_ended_by_the_next(store: str, tmp_path: Path) -> None:
-    proc = start_hanging_sweep(store, tmp_path / "a")
+    proc = start_hanging_sweep(store)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     running = all_runs(store).query("status == 'RUNNING'")
     assert set(running["tags.kind"]) == {"sweep", "job"}  # what kill -9 leaves
-    out = run_bench(
-        ["-m", *SLEEPY, "batch_size=2", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'b'}"]
-    )
+    out = run_bench(["-m", *SLEEPY, "batch_size=2", f"tracking.uri={store}"])
     assert out.returncode == 0, out.stderr[-3000:]
     df = all_runs(store).set_index("run_id")
     ended = df.loc[running["run_id"]]
@@ -120,11 +114,12 @@ def test_runs_left_running_by_a_killed_sweep_are_ended_by_the_next(store: str, t
 
 def test_an_unreachable_tracking_server_is_refused_within_seconds(tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{free_port()}"
+    before = user_folders()
     start = time.monotonic()
-    out = run_bench([*SLEEPY, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'run'}"], timeout=120)
+    out = run_bench([*SLEEPY, f"tracking.uri={uri}"], timeout=120)
     assert time.monotonic() - start < 60  # not MLflow's minutes of retries
     refused(out, uri, "tracking.uri")
-    assert not (tmp_path / "run").exists()
+    assert user_folders() == before
 
 
 def test_a_broken_store_is_refused_before_anything_runs(tmp_path: Path) -> None:
@@ -137,16 +132,15 @@ def test_a_broken_store_is_refused_before_anything_runs(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage" / "mlflow.db"
     garbage.parent.mkdir()
     garbage.write_bytes(os.urandom(8192))
+    before = user_folders()
     for db in (truncated, garbage):  # sqlite: "database disk image is malformed", "file is not a database"
         expected = "cannot be used: it is not a readable SQLite database"
-        out = run_bench([*SLEEPY, f"tracking.uri=sqlite:///{db}", f"hydra.run.dir={tmp_path / 'run'}"])
+        out = run_bench([*SLEEPY, f"tracking.uri=sqlite:///{db}"])
         refused(out, str(db), expected)
     typo = tmp_path / "no-such-folder" / "x.db"
-    out = run_bench(
-        ["-m", *SLEEPY, f"tracking.uri=sqlite:///{typo}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    )
+    out = run_bench(["-m", *SLEEPY, f"tracking.uri=sqlite:///{typo}"])
     refused(out, "does not exist")
-    assert not typo.parent.exists() and not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+    assert not typo.parent.exists() and user_folders() == before
     with sqlite3.connect(good) as con:
         assert con.execute("select count(*) from runs").fetchone() == (0,)
 
@@ -169,11 +163,10 @@ def test_a_read_only_output_folder_or_store_is_refused(store: str, tmp_path: Pat
     out = run_bench(["-m", *SLEEPY, f"tracking.uri={store}", f"hydra.sweep.dir={read_only / 'sweep'}"])
     refused(out, "cannot be written", str(read_only))
     assert not Path(store.removeprefix("sqlite:///")).exists()  # no parent run, not even a store
-    out = run_bench(
-        [*SLEEPY, f"tracking.uri=sqlite:///{read_only}/mlflow.db", f"hydra.run.dir={tmp_path / 'r'}"]
-    )
+    before = user_folders()
+    out = run_bench([*SLEEPY, f"tracking.uri=sqlite:///{read_only}/mlflow.db"])
     refused(out, "cannot be written")
-    assert not (tmp_path / "r").exists()
+    assert user_folders() == before
 
 
 def test_weights_that_are_not_the_models_are_refused_in_one_paragraph(tmp_path: Path) -> None:
@@ -181,12 +174,13 @@ def test_weights_that_are_not_the_models_are_refused_in_one_paragraph(tmp_path: 
     garbage.write_bytes(os.urandom(4096))
     resnet = tmp_path / "resnet18.pt"
     torch.save(torchvision.models.resnet18().state_dict(), resnet)
+    before = user_folders()
     for path, expected in ((garbage, "weights_only=True failed"), (resnet, "does not fit densenet201")):
-        out = run_bench(["model=densenet", f"model.weights={path}", f"hydra.run.dir={tmp_path / 'run'}"])
+        out = run_bench(["model=densenet", f"model.weights={path}"])
         refused(out, str(path), expected)
         assert len(out.stderr.strip().splitlines()) == 2 and len(out.stderr) < 1000  # not a key dump
         assert "weights_only=False" not in out.stderr  # never the unsafe advice
-    assert not (tmp_path / "run").exists()
+    assert user_folders() == before
 
 
 @pytest.mark.parametrize(
@@ -201,30 +195,30 @@ def test_weights_that_are_not_the_models_are_refused_in_one_paragraph(tmp_path: 
 def test_unknown_keys_and_non_finite_numbers_are_refused(
     override: str, expected: str, tmp_path: Path
 ) -> None:
-    out = run_bench([*SLEEPY, override, f"hydra.run.dir={tmp_path / 'run'}"])
+    before = user_folders()
+    out = run_bench([*SLEEPY, override])
     refused(out, expected)
-    assert not (tmp_path / "run").exists()
+    assert user_folders() == before
 
 
 def test_exit_codes_say_whether_every_job_ended_with_a_result(store: str, tmp_path: Path) -> None:
     crash = [f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]", "model=crash"]
-    out = run_bench([*crash, *QUICK, f"tracking.uri={store}", f"hydra.run.dir={tmp_path / 'a'}"])
+    out = run_bench([*crash, *QUICK, f"tracking.uri={store}"])
     assert out.returncode == FAILED_EXIT, out.stderr[-2000:]
-    out = run_bench([*SLEEPY, f"tracking.uri={store}", f"hydra.run.dir={tmp_path / 'b'}"])
+    out = run_bench([*SLEEPY, f"tracking.uri={store}"])
     assert out.returncode == 0, out.stderr[-2000:]
     unsupported = [
         "-m",
         *SLEEPY,
         "backend=cudagraphs",
         f"tracking.uri={store}",
-        f"hydra.sweep.dir={tmp_path / 'c'}",
     ]
     out = run_bench(unsupported)
     assert out.returncode == 0 and "unsupported" in out.stderr, out.stderr[-2000:]
 
 
 def test_sigterm_ends_a_sweep_with_one_line_and_no_traceback(store: str, tmp_path: Path) -> None:
-    proc = start_hanging_sweep(store, tmp_path / "s")
+    proc = start_hanging_sweep(store)
     time.sleep(2)
     proc.send_signal(signal.SIGTERM)
     rest, _ = proc.communicate(timeout=60)

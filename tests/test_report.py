@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from src import PROJECT_ROOT, report
-from tests.conftest import QUICK, TEST_CONF, run_bench
+from tests.conftest import QUICK, TEST_CONF, run_bench, sweep_folder
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +18,7 @@ def test_the_study_preset_runs_its_grid_and_the_report_shows_it(store: str, tmp_
     """The study preset sweeps batch_index over the longest list of study rows (SegResNet's six); a model with
     two rows gets two: the other combinations are no job (no run, no folder)."""
     args = ["+experiment=study", "hydra.sweeper.params.model=densenet", "smoke=true", "gpu=cpu", *QUICK]
-    out = run_bench([*args, f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    out = run_bench([*args, f"tracking.uri={store}"])
     assert out.returncode == 0, out.stderr[-3000:]
     client = MlflowClient(store)
     (sweep,) = client.search_runs(
@@ -30,7 +30,8 @@ def test_the_study_preset_runs_its_grid_and_the_report_shows_it(store: str, tmp_
     }
     assert cells == {(b, p, n) for b, p in report.STUDY_COLUMNS.values() for n in ("32", "256")}
     assert len(jobs) == 8 and sweep.data.metrics["jobs_total"] == 8
-    assert len([d for d in (tmp_path / "sweep").iterdir() if d.is_dir() and d.name.isdigit()]) == 8
+    folder = sweep_folder(store, sweep.info.run_id)
+    assert len([d for d in folder.iterdir() if d.is_dir() and d.name.isdigit()]) == 8
     assert "[8/8]" in out.stdout
 
     assert report.main(["--uri", store, "--sweep", "latest", "--out", str(tmp_path / "rep")]) == 0
@@ -61,7 +62,7 @@ def test_a_plugin_model_appears_in_the_report_with_no_edit_of_the_report(store: 
 
     args = ["-m", f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.tiny_model]"]
     args += ["model=tinynet", "+study=pytorch,torchscript,tensorrt_fp16", "gpu=cpu", "batch_index=1", *QUICK]
-    out = run_bench([*args, f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    out = run_bench([*args, f"tracking.uri={store}"])
     assert out.returncode == 0, out.stderr[-3000:]
     assert report.main(["--uri", store, "--sweep", "latest", "--out", str(tmp_path / "rep"), "--no-log"]) == 0
     with (tmp_path / "rep" / "study_0.csv").open() as f:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import QUICK, free_port, run_bench, start_mlflow_server, stop_mlflow_server
+from tests.conftest import QUICK, free_port, run_bench, start_mlflow_server, stop_mlflow_server, sweep_folder
 
 
 def slurm_missing() -> str | None:
@@ -32,7 +32,7 @@ def test_a_sweep_through_slurm_logs_every_job_to_the_tracking_server(tmp_path: P
         args = ["-m", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.mem_gb=2"]
         args += ["hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=15"]
         args += ["model=segresnet,densenet", "backend=eager", "smoke=true", "batch_size=2", "gpu=cpu", *QUICK]
-        args += [f"tracking.uri=http://127.0.0.1:{port}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+        args += [f"tracking.uri=http://127.0.0.1:{port}"]
         out = run_bench(args, timeout=900)
         assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     finally:
@@ -45,5 +45,8 @@ def test_a_sweep_through_slurm_logs_every_job_to_the_tracking_server(tmp_path: P
     assert all(r.data.tags["status"] == "ok" and r.info.status == "FINISHED" for r in jobs)
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {sweep.info.run_id}
     assert sweep.info.status == "FINISHED"
-    logs = list((tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
+    folder = sweep_folder(f"sqlite:///{db}", sweep.info.run_id)
+    logs = list((folder / ".submitit").rglob("*_log.out"))
     assert len(logs) == 2  # each job ran as its own SLURM job
+    # one sweep, one folder: the jobs' folders and the report beside the sweep's own files
+    assert {"0", "1", "report", ".bench_sweep.json"} <= {p.name for p in folder.iterdir()}

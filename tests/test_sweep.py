@@ -13,7 +13,7 @@ import mlflow
 import pytest
 
 from src.parent.sweep import FAILED_EXIT
-from tests.conftest import QUICK, TEST_CONF, run_bench, start_bench
+from tests.conftest import QUICK, TEST_CONF, run_bench, start_bench, sweep_folder, user_folders
 
 pytestmark = pytest.mark.slow
 
@@ -24,9 +24,8 @@ def runs(store: str):
 
 
 def test_sweep_over_three_models_and_two_backends(store: str, tmp_path: Path) -> None:
-    sweep_dir = tmp_path / "sweep"
     args = ["-m", "model=densenet,yolo,segresnet", "backend=eager,torchscript", "smoke=true", "batch_size=2"]
-    out = run_bench([*args, *QUICK, f"tracking.uri={store}", f"hydra.sweep.dir={sweep_dir}"])
+    out = run_bench([*args, *QUICK, f"tracking.uri={store}"])
     assert out.returncode == 0, out.stderr[-3000:]
     df = runs(store)
     jobs, parents = df[df["tags.kind"] == "job"], df[df["tags.kind"] == "sweep"]
@@ -48,7 +47,7 @@ def test_sweep_over_three_models_and_two_backends(store: str, tmp_path: Path) ->
 def test_failures_are_results_and_the_sweep_goes_on(store: str, tmp_path: Path) -> None:
     args = ["-m", f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]"]
     args += ["model=hang,crash,oom,sleepy", "batch_size=2", *QUICK, "measure.timeout_s=10"]
-    out = run_bench([*args, f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    out = run_bench([*args, f"tracking.uri={store}"])
     assert out.returncode == FAILED_EXIT, out.stderr[-3000:]  # the sweep went on, and says jobs failed
     df = runs(store)
     jobs = df[df["tags.kind"] == "job"].set_index("params.model")
@@ -74,18 +73,11 @@ def test_bad_input_exits_non_zero_before_anything_is_written(
     args: list[str], expected: str, tmp_path: Path
 ) -> None:
     db = tmp_path / "mlruns" / "mlflow.db"
-    out = run_bench(
-        [
-            *args,
-            f"tracking.uri=sqlite:///{db}",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        timeout=120,
-    )
+    before = user_folders()
+    out = run_bench([*args, f"tracking.uri=sqlite:///{db}"], timeout=120)
     assert out.returncode != 0
     assert expected in out.stderr
-    assert not db.exists() and not (tmp_path / "sweep").exists() and not (tmp_path / "run").exists()
+    assert not db.exists() and user_folders() == before
 
 
 @pytest.mark.parametrize("start", ["fresh", "template"])
@@ -93,14 +85,15 @@ def test_bad_input_exits_non_zero_before_anything_is_written(
 def test_ctrl_c_or_sigterm_ends_the_running_job_and_the_sweep_with_a_status(
     signum: int, start: str, store: str, tmp_path: Path
 ) -> None:
-    sweep_dir = tmp_path / "sweep"
     args = ["-m", f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]"]
     args += [f"child_start={start}"]
     args += ["model=hang,sleepy", *QUICK, "measure.timeout_s=300", f"tracking.uri={store}"]
-    proc = start_bench([*args, f"hydra.sweep.dir={sweep_dir}"], env={"PYTHONUNBUFFERED": "1"})
+    proc = start_bench(args, env={"PYTHONUNBUFFERED": "1"})
     for line in proc.stdout:  # wait until the hanging job's child is measuring
         if "hang-eager-fp32-bs32: measuring" in line:
             break
+    sweep_dir = sweep_folder(store)
+    named = f"{sweep_dir.parent.name}/{sweep_dir.name}"  # in a process's arguments, relative or not
     time.sleep(3)
     proc.send_signal(signum)
     proc.communicate(timeout=60)
@@ -113,7 +106,7 @@ def test_ctrl_c_or_sigterm_ends_the_running_job_and_the_sweep_with_a_status(
     assert jobs.iloc[0]["params.device"] == "cpu" and jobs.iloc[0]["tags.gpu_name"] != ""
     assert jobs.iloc[0]["tags.phase"] == "parity_reference"
     assert parent["status"] == "KILLED"
-    leftover = subprocess.run(["pgrep", "-f", str(sweep_dir)], capture_output=True, text=True)
+    leftover = subprocess.run(["pgrep", "-f", named], capture_output=True, text=True)
     assert leftover.stdout == ""  # the measuring child was killed with the sweep
     for _ in range(20):  # and the sweep's template process ended with it (this process's own may live on)
         templates = subprocess.run(["pgrep", "-f", "-P", "1", "src.child.template"], capture_output=True)
@@ -127,17 +120,17 @@ def test_ctrl_c_or_sigterm_ends_the_running_job_and_the_sweep_with_a_status(
 def test_a_rerun_sweep_measures_only_what_is_missing_unless_forced(store: str, tmp_path: Path) -> None:
     base = ["-m", "model=segresnet", "smoke=true", "gpu=cpu", *QUICK, "telemetry.sample_hz=0"]
     base += [f"tracking.uri={store}", "measure.parity_samples=0"]
-    first = run_bench([*base, "batch_size=1,2", f"hydra.sweep.dir={tmp_path / 'a'}"])
+    first = run_bench([*base, "batch_size=1,2"])
     assert first.returncode == 0, first.stderr[-3000:]
     assert len(runs(store).query("`tags.kind` == 'job'")) == 2
     # the same sweep grown by one job (as after an interruption): only the missing job is measured
-    second = run_bench([*base, "batch_size=1,2,3", f"hydra.sweep.dir={tmp_path / 'b'}"])
+    second = run_bench([*base, "batch_size=1,2,3"])
     assert second.returncode == 0, second.stderr[-3000:]
     assert (second.stdout + second.stderr).count("skipped, identical to finished run") == 2
     jobs = runs(store).query("`tags.kind` == 'job'")
     assert sorted(jobs["params.batch_size"]) == ["1", "2", "3"]
     assert jobs["tags.config_key"].nunique() == 3
-    forced = run_bench([*base, "batch_size=1,2,3", "force=true", f"hydra.sweep.dir={tmp_path / 'c'}"])
+    forced = run_bench([*base, "batch_size=1,2,3", "force=true"])
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert len(runs(store).query("`tags.kind` == 'job'")) == 6
 
@@ -145,16 +138,17 @@ def test_a_rerun_sweep_measures_only_what_is_missing_unless_forced(store: str, t
 def test_a_stopped_parallel_sweep_ends_every_job_run_with_a_status(store: str, tmp_path: Path) -> None:
     """SIGTERM to a hydra/launcher=gpus sweep: joblib kills its workers (and their measuring children) before
     their jobs can record it, so the sweep ends the runs they left RUNNING (once, both stayed RUNNING)."""
-    sweep_dir = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=gpus", "hydra.launcher.n_jobs=2", "gpu=any", "measure.seed=0,1"]
     args += [f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]", "model=hang"]
     args += [*QUICK, "measure.timeout_s=300", "measure.parity_samples=0", f"tracking.uri={store}"]
-    proc = start_bench([*args, f"hydra.sweep.dir={sweep_dir}"], env={"PYTHONUNBUFFERED": "1"})
+    proc = start_bench(args, env={"PYTHONUNBUFFERED": "1"})
     started = 0
     for line in proc.stdout:  # both jobs have their run: one measures, the other waits for the CPU's lock
         started += "measuring in a child process" in line
         if started == 2:
             break
+    sweep_dir = sweep_folder(store)
+    named = f"{sweep_dir.parent.name}/{sweep_dir.name}"  # in a process's arguments, relative or not
     time.sleep(3)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
@@ -165,7 +159,7 @@ def test_a_stopped_parallel_sweep_ends_every_job_run_with_a_status(store: str, t
     assert all(reason.startswith("interrupted") for reason in jobs["tags.reason"])
     assert parent["status"] == "KILLED"
     for _ in range(20):  # the measuring children end within a second of their killed launcher
-        leftover = subprocess.run(["pgrep", "-af", str(sweep_dir)], capture_output=True, text=True).stdout
+        leftover = subprocess.run(["pgrep", "-af", named], capture_output=True, text=True).stdout
         if not leftover:
             break
         time.sleep(0.5)
@@ -179,7 +173,7 @@ def test_the_parallel_launcher_never_measures_two_jobs_on_one_device(store: str,
     args = ["-m", "hydra/launcher=gpus", "hydra.launcher.n_jobs=2", "gpu=any"]
     args += [f"hydra.searchpath=[file://{TEST_CONF}]", "plugins=[tests.plugins.fault_models]", "model=sleepy"]
     args += [*QUICK, "measure.min_duration_s=3", "measure.seed=0,1", "measure.parity_samples=0"]
-    out = run_bench([*args, f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    out = run_bench([*args, f"tracking.uri={store}"])
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = runs(store).query("`tags.kind` == 'job'").sort_values("metrics.window_start_unix")
     assert list(jobs["tags.status"]) == ["ok", "ok"]

@@ -105,11 +105,11 @@ def test_two_sweeps_at_once_never_measure_on_one_device_together(store: str, tmp
     args += ["force=true"]  # the same job twice on purpose: else the second finds the first's result
     env = {"BENCH_LOCK_DIR": str(tmp_path / "locks")}
     first = subprocess.Popen(
-        [sys.executable, "-m", "src.bench", *args, f"hydra.run.dir={tmp_path / 'a'}"],
+        [sys.executable, "-m", "src.bench", *args],
         cwd=PROJECT_ROOT,
         env={**os.environ, **env},
     )
-    second = run_bench([*args, f"hydra.run.dir={tmp_path / 'b'}"], env=env)
+    second = run_bench(args, env=env)
     assert first.wait(timeout=300) == 0 and second.returncode == 0, second.stderr[-2000:]
     mlflow.set_tracking_uri(store)
     df = mlflow.search_runs(search_all_experiments=True).sort_values("metrics.window_start_unix")

@@ -55,7 +55,7 @@ def test_a_sweep_with_tensorrt_goes_on_and_records_why_it_could_not_run(store: s
     if tensorrt_missing() is None:
         pytest.skip("torch_tensorrt imports here")
     args = ["-m", "backend=eager,tensorrt", "precision=fp32,fp16", "smoke=true", "batch_size=2", *QUICK]
-    out = run_bench([*args, "gpu=cpu", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 's'}"])
+    out = run_bench([*args, "gpu=cpu", f"tracking.uri={store}"])
     assert out.returncode == 0, out.stderr[-2000:]
     mlflow.set_tracking_uri(store)
     jobs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.kind = 'job'")

@@ -31,13 +31,34 @@ def as_shown(value: float) -> str:
     return f"{value:.{decimals}f}".rstrip("0").rstrip(".")
 
 
+FIRST_COLUMNS = ["model", "batch_size", "backend", "precision", "channels_last", "status", "stable"]
+
+
+def close_the_assistant(page) -> None:
+    """MLflow 3.17 opens its assistant panel beside every page; closed, the table has the width."""
+    close = page.locator("[data-component-id='mlflow.assistant.chat_panel.close']")
+    if close.count():
+        close.first.click()
+
+
+def report_frame(page) -> dict:
+    """The HTML report as MLflow's artifact viewer renders it (in a frame): its heading and images."""
+    for _ in range(120):
+        for frame in page.frames:
+            heading = frame.locator("h1")
+            if heading.count() and frame.locator("img").count():
+                return {"title": heading.first.inner_text(), "images": frame.locator("img").count()}
+        page.wait_for_timeout(500)
+    return {"title": None, "images": 0}
+
+
 def test_the_ui_lists_the_sweeps_runs_and_compares_them(
     store: str, mlflow_server: str, tmp_path: Path
 ) -> None:
     from playwright.sync_api import sync_playwright
 
     args = ["-m", "model=segresnet", "backend=eager,torchscript", "smoke=true", "batch_size=2", "gpu=cpu"]
-    out = run_bench([*args, *QUICK, f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    out = run_bench([*args, *QUICK, f"tracking.uri={store}"])
     assert out.returncode == 0, out.stderr[-3000:]
     client = MlflowClient(store)
     jobs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.kind = 'job'")
@@ -79,8 +100,26 @@ def test_the_ui_lists_the_sweeps_runs_and_compares_them(
         header = page.get_by_text("throughput_img_s", exact=True).first
         header.wait_for(timeout=60_000)
         page.get_by_text("backend", exact=True).first.wait_for(timeout=30_000)
+        close_the_assistant(page)
         view = page.inner_text("body")
         page.screenshot(path=str(shots / "mlflow-saved-view.png"))
+        order = [page.get_by_text(name, exact=True).first.bounding_box() for name in FIRST_COLUMNS]
+        menu = page.locator("[data-testid='saved-views-trigger']").inner_text()
+        # its chart tab: the named charts alone, every run of the view in each chart's legend
+        page.locator("input[type=radio][value=CHART]").first.dispatch_event("click")
+        page.get_by_text("throughput_img_s vs. latency_p99_ms").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(2000)
+        charts = page.inner_text("body")
+        page.screenshot(path=str(shots / "mlflow-view-charts.png"))
+        parent = client.search_runs([exp_id], "tags.kind = 'sweep'")[0].info.run_id
+        page.goto(f"{mlflow_server}/#/experiments/{exp_id}/runs/{parent}")
+        page.get_by_text("Fastest per model and batch size", exact=False).first.wait_for(timeout=60_000)
+        close_the_assistant(page)
+        sweep_page = page.inner_text("body")
+        page.screenshot(path=str(shots / "mlflow-sweep-run.png"))
+        page.goto(f"{mlflow_server}/#/experiments/{exp_id}/runs/{parent}/artifacts/report/report.html")
+        frame = report_frame(page)
+        page.screenshot(path=str(shots / "mlflow-report.png"))
         browser.close()
     assert "Error loading shared view state" not in view
     for run in jobs:  # each job run listed in the view, with its throughput in the table
@@ -89,4 +128,15 @@ def test_the_ui_lists_the_sweeps_runs_and_compares_them(
         assert run.info.run_name in body
         assert as_shown(run.data.metrics["throughput_img_s"]) in body
     assert (shots / "mlflow-runs.png").stat().st_size > 10_000
+    # the view's first columns, left to right, as the README lists them
+    assert all(box is not None for box in order), FIRST_COLUMNS
+    assert [b["x"] for b in order] == sorted(b["x"] for b in order)
+    assert "Benchmark comparison" in menu  # listed in MLflow's Views menu, and open
+    for title in ("throughput_img_s", "speedup_vs_eager_fp32", "throughput_img_s vs. latency_p99_ms"):
+        assert title in charts
+    assert "build_time_s" not in charts and "iterations" not in charts  # not MLflow's chart per metric
+    for run in jobs:  # every run in every chart's legend, beside the run list
+        assert charts.count(run.info.run_name) >= 4
+    assert "2 jobs" in sweep_page and "img/s" in sweep_page  # the sweep's description, its answer
+    assert frame["title"] == "Inference benchmark report" and frame["images"] >= 2
     assert shutil.which("chromium") or Path(CHROMIUM).exists()

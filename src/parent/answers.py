@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -78,6 +79,7 @@ def annotate(client: Any, run_id: str, params: dict[str, str]) -> None:
         client.log_metric(run_id, SPEEDUP, gain)
     note = describe(tags.get(JOB.status, "?"), tags.get(JOB.reason, ""), metrics, tags, gain)
     client.set_tag(run_id, NOTE, note)
+    client.set_tag(run_id, COLOR_TAG, run_color(params))
 
 
 def annotate_sweep(client: Any, runs: list) -> None:
@@ -89,48 +91,68 @@ def annotate_sweep(client: Any, runs: list) -> None:
 
 # --- the MLflow UI: saved views ------------------------------------------------------------------------
 
-COLUMNS = [
+COLUMNS = [  # the saved views' columns, in this order, after the run's name
     ("params", "model"),
+    ("params", "batch_size"),
     ("params", "backend"),
     ("params", "precision"),
-    ("params", "batch_size"),
     ("params", "channels_last"),
-    ("params", "backend.mode"),
     ("tags", JOB.status),
     ("tags", STABLE.stable),
     ("metrics", LATENCY.throughput_img_s),
     ("metrics", LATENCY.latency_p99_ms),
-    ("metrics", "img_per_j"),
     ("metrics", SPEEDUP),
+    ("metrics", "img_per_j"),
+    ("attributes", "Description"),
+    ("params", "backend.mode"),
     ("metrics", LATENCY.throughput_spread_pct),
 ]
+RUN_NAME_COLUMN = ("attributes", "Run Name")
 CHARTS = [
     (LATENCY.throughput_img_s, "images/s"),
     (SPEEDUP, "speed-up over eager fp32"),
     ("img_per_j", "images per joule"),
 ]
+SCATTER_TITLE = "p99 latency (ms) against images/s"
+SECTION = "bench-section"  # the one chart section of the views
+COLOR_TAG = "mlflow.runColor"  # a run's colour in the UI's charts and run list
 
 
 def _column(kind: str, key: str) -> str:
     return f"{kind}.`{key}`"  # the UI's canonical column key
 
 
-def view_state(search_filter: str) -> dict[str, Any]:
-    """A saved view: the key columns shown, the fastest first, charts of throughput, speed-up and energy
-    and p99 against throughput."""
+def _charts(metric_keys: set[str]) -> list[dict[str, Any]]:
+    """The four named charts, then every other metric as a deleted chart: MLflow's UI adds a chart for
+    each metric that no chart (deleted or not) names, which would bury the four under dozens."""
+    shown = {"deleted": False, "isGenerated": False, "metricSectionId": SECTION}
     charts: list[dict[str, Any]] = [
-        {"type": "BAR", "uuid": f"bench-{key}", "metricKey": key, "displayName": title, "deleted": False}
+        {**shown, "type": "BAR", "uuid": f"bench-{key}", "metricKey": key, "displayName": title}
         for key, title in CHARTS
     ]
     charts.append(
         {
+            **shown,
             "type": "SCATTER",
             "uuid": "bench-p99-vs-throughput",
+            "displayName": SCATTER_TITLE,
             "xaxis": {"key": LATENCY.throughput_img_s, "type": "METRIC"},
             "yaxis": {"key": LATENCY.latency_p99_ms, "type": "METRIC"},
-            "deleted": False,
         }
     )
+    named = {key for key, _ in CHARTS}
+    hidden = {"deleted": True, "isGenerated": True, "metricSectionId": SECTION, "type": "BAR"}
+    charts += [
+        {**hidden, "uuid": f"bench-hidden-{key}", "metricKey": key} for key in sorted(metric_keys - named)
+    ]
+    return charts
+
+
+def view_state(search_filter: str, metric_keys: set[str] = frozenset()) -> dict[str, Any]:
+    """A saved view: the key columns first, the fastest run first, every run charted, and the charts of
+    throughput, speed-up, energy and p99 against throughput alone in the chart tab (`metric_keys`: the
+    metrics the view's runs have)."""
+    columns = [_column(k, n) for k, n in COLUMNS]
     return {
         "searchFilter": search_filter,
         "orderByKey": _column("metrics", LATENCY.throughput_img_s),
@@ -139,8 +161,15 @@ def view_state(search_filter: str) -> dict[str, Any]:
         "lifecycleFilter": "Active",
         "datasetsFilter": [],
         "modelVersionFilter": "All Runs",
-        "selectedColumns": [_column(k, n) for k, n in COLUMNS],
-        "compareRunCharts": charts,
+        "selectedColumns": columns,
+        "columnOrder": [_column(*RUN_NAME_COLUMN), *columns],
+        "columnWidths": {_column(*RUN_NAME_COLUMN): 330, _column("attributes", "Description"): 420},
+        "runsHiddenMode": "SHOW_ALL",
+        "compareRunCharts": _charts(set(metric_keys)),
+        "compareRunSections": [
+            {"uuid": SECTION, "name": "Benchmark comparison", "display": True, "isReordered": True}
+        ],
+        "isAccordionReordered": True,
         "viewMaximized": False,
         "runListHidden": False,
         "hideEmptyCharts": True,
@@ -151,16 +180,40 @@ def view_key(model: str | None = None) -> str:
     return "bench-compare" + (f"-{model}" if model else "")
 
 
+def view_name(model: str | None = None) -> str:
+    return "Benchmark comparison" + (f": {model}" if model else "")
+
+
 def set_up_views(client: Any, exp_id: str, models: list[str]) -> list[str]:
     """The experiment's kind and a saved view of every job, plus one per model (its charts never put
-    models on one axis). Written each sweep: a view edited in the UI under another key is left alone."""
+    models on one axis), each listed in the UI's Views menu. Written each sweep: a view edited in the
+    UI under another key is left alone."""
     client.set_experiment_tag(exp_id, KIND_TAG, "custom_model_development")
+    jobs = f"tags.{JOB.kind} = 'job'"
+    found = client.search_runs([exp_id], jobs, max_results=50000)
+    metric_keys = {k for r in found for k in r.data.metrics}
+    now = int(time.time() * 1000)
     keys = []
     for model in [None, *(m for m in models if m)]:
-        flt = f"tags.{JOB.kind} = 'job'" + (f" and params.model = '{model}'" if model else "")
-        client.set_experiment_tag(exp_id, VIEW_TAG + view_key(model), json.dumps(view_state(flt)))
+        state = view_state(jobs + (f" and params.model = '{model}'" if model else ""), metric_keys)
+        # the envelope MLflow's Views menu lists; the share link opens it as well
+        saved = {"name": view_name(model), "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+        client.set_experiment_tag(exp_id, VIEW_TAG + view_key(model), json.dumps(saved))
         keys.append(view_key(model))
     return keys
+
+
+def run_color(params: dict[str, str]) -> str:
+    """A colour per configuration (backend, precision, layout), the same in every model's view: the hue
+    names the backend, the shade the precision, channels-last a lighter tone."""
+    import colorsys
+    import zlib
+
+    hue = zlib.crc32(params.get("backend", "").encode()) % 360 / 360
+    shade = {"fp32": 0.38, "tf32": 0.46, "fp16": 0.54, "bf16": 0.62}.get(params.get("precision", ""), 0.5)
+    shade += 0.12 if params.get("channels_last") == "true" else 0.0
+    r, g, b = colorsys.hls_to_rgb(hue, min(shade, 0.8), 0.75)
+    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
 
 
 def ui_base(tracking_uri: str) -> str:

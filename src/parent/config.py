@@ -55,13 +55,16 @@ class SearchConfig:
     budget_s: float | None = None  # per model in a sweep: once its jobs used this much, the rest are skipped
 
 
+DEFAULT_BATCH = 32  # a job's batch size when neither batch_size nor batch_index is given
+
+
 @dataclass
 class BenchConfig:
     model: ModelConfig = MISSING  # conf/model/
     backend: BackendConfig = MISSING  # conf/backend/
     precision: Precision = MISSING  # conf/precision/
     gpu: GpuConfig = MISSING  # conf/gpu/
-    batch_size: int = 32
+    batch_size: int | None = None  # null: DEFAULT_BATCH, or the study batch that batch_index picks
     batch_index: int | None = None  # 0, 1, ...: batch_size = model.study_batch_sizes[batch_index]
     channels_last: bool = False  # model and input in channels-last (2D) / channels-last-3d (3D)
     smoke: bool = False  # each model's smoke_input_shape (tiny; for CPU checks, not for comparing)
@@ -89,7 +92,15 @@ class BenchConfig:
                 raise ConfigError(
                     f"batch_index {i} picks none of {self.model.name}'s study_batch_sizes; allowed: {allowed}"
                 )
+            if self.batch_size is not None and self.batch_size != sizes[i]:
+                raise ConfigError(
+                    f"batch_size={self.batch_size} and batch_index={i} (batch {sizes[i]} for "
+                    f"{self.model.name}) ask for two batch sizes; allowed: one of them, or both naming the "
+                    "same batch"
+                )
             self.batch_size = sizes[i]
+        elif self.batch_size is None:
+            self.batch_size = DEFAULT_BATCH
         if self.child_start not in START_MODES:
             problems.append(f"child_start '{self.child_start}'; allowed: {', '.join(START_MODES)}")
         if not self.progress_every_s > 0:

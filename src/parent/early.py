@@ -26,18 +26,42 @@ def device_type(spec: JobSpec) -> str | None:
     gpu = spec.gpu
     if gpu.index == "cpu":
         return "cpu"
-    try:
-        with nvml.session() as nv:
-            count = len(nvml.visible_indices(nv))
-    except nvml.NvmlUnavailable:
-        if os.path.exists(DRIVER_NODE):
-            return None  # a driver without NVML: only CUDA itself can say
-        count = 0
+    count = visible_gpus()
+    if count is None:
+        return None  # a driver without NVML: only CUDA itself can say
     if count == 0:
         return "cpu" if gpu.cpu_fallback or gpu.is_any else None
     if gpu.position is not None and gpu.position >= count:
         return None
     return "cuda"
+
+
+def visible_gpus() -> int | None:
+    """How many GPUs CUDA can see here (NVML, honouring CUDA_VISIBLE_DEVICES); None when only CUDA itself
+    could tell (a driver without NVML)."""
+    try:
+        with nvml.session() as nv:
+            return len(nvml.visible_indices(nv))
+    except nvml.NvmlUnavailable:
+        return None if os.path.exists(DRIVER_NODE) else 0
+
+
+def refusal(spec: JobSpec) -> str | None:
+    """Why a single run cannot be run at all, as bad input: a GPU index this host does not have, or a
+    device its backend declares it cannot run on (`precheck`). Inside a sweep both are results instead
+    (`unavailable`, `unsupported`)."""
+    position = spec.gpu.position
+    if spec.gpu.index.isdigit() and position is not None and (count := visible_gpus()) is not None:
+        if position >= count:
+            have = f"indices 0-{count - 1}" if count > 1 else "index 0" if count else "none"
+            return (
+                f"gpu.index={position}: this host has {count} GPU(s) that CUDA can see ({have}); "
+                "allowed: gpu=auto, gpu=any, gpu=cpu" + (", or one of those indices" if count else "")
+            )
+    decided = decide(spec)
+    if decided is not None and decided.status is Status.UNSUPPORTED:
+        return f"{decided.reason}; allowed: another backend, or a device it can run on"
+    return None
 
 
 def decide(spec: JobSpec) -> JobResult | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = ".bench_sweep.json"  # in the sweep folder: the number of jobs and when the sweep started
+JOBS_DIR = ".bench_jobs"  # in the sweep folder: a note per job as it starts and as it ends
 PHASE_EVERY_S = 15.0
 PHASES = {
     "": "starting",
@@ -40,16 +41,42 @@ class Position:
     k: int  # this job's number in the sweep, from 1
     n: int | None  # the sweep's jobs (None: a sweeper whose grid is not known in advance)
     started: float  # the sweep's start, unix time
+    sweep_dir: Path | None = None  # where the sweep's jobs note their start and end (JOBS_DIR)
 
     def line(self, text: str, now: float | None = None, finished: bool = False) -> str:
-        """`[k/N] text (elapsed 3m10s, ~5m20s left)`: what is left, from the mean time of the jobs done."""
+        """`[k/N] text (elapsed 3m10s, ~5m20s left)`: what is left, from the time of the jobs done."""
         now = time.time() if now is None else now
         elapsed = now - self.started
-        done = self.k if finished else self.k - 1
-        left = ""
-        if self.n and done and self.n > done:
-            left = f", ~{duration(elapsed / done * (self.n - done))} left"
+        left_s = self._left_s(elapsed, finished)
+        left = f", ~{duration(left_s)} left" if left_s is not None else ""
         return f"[{self.k}/{self.n or '?'}] {text} (elapsed {duration(elapsed)}{left})"
+
+    def _left_s(self, elapsed: float, finished: bool) -> float | None:
+        """Without the sweep's notes: the mean time of the jobs before this one. With them: the mean
+        time of the jobs that were measured (a job skipped as already measured took no time), times the
+        jobs not yet ended, shared by the jobs running at once (a parallel launcher's)."""
+        if not self.n:
+            return None
+        if self.sweep_dir is None:
+            done = self.k if finished else self.k - 1
+            return elapsed / done * (self.n - done) if done and self.n > done else None
+        notes = [json.loads(p.read_text()) for p in sorted((self.sweep_dir / JOBS_DIR).glob("*.json"))]
+        ended = [n for n in notes if "wall_s" in n]
+        measured = [n["wall_s"] for n in ended if n.get("measured")]
+        to_go = self.n - len(ended)
+        if not measured or to_go <= 0:
+            return None
+        at_once = max(1, len(notes) - len(ended))
+        return sum(measured) / len(measured) * to_go / at_once
+
+    def note(self, wall_s: float | None = None, measured: bool = False) -> None:
+        """The job started (no `wall_s`) or ended, in the sweep's folder, for every job's estimate."""
+        if self.sweep_dir is None:
+            return
+        folder = self.sweep_dir / JOBS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        info = {} if wall_s is None else {"wall_s": wall_s, "measured": measured}
+        (folder / f"{self.k}.json").write_text(json.dumps(info))
 
 
 def write_sweep(sweep_dir: Path, jobs: list[int] | None) -> None:
@@ -67,7 +94,7 @@ def position(sweep_dir: Path | None, job_num: int | None) -> Position:
         info = json.loads((sweep_dir / SWEEP_FILE).read_text())
         jobs = info.get("jobs")
         k = jobs.index(job_num) + 1 if jobs and job_num in jobs else job_num + 1
-        return Position(k, info.get("total"), float(info["started"]))
+        return Position(k, info.get("total"), float(info["started"]), sweep_dir)
     except (OSError, ValueError, KeyError):
         return Position(job_num + 1, None, time.time())
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src import PROJECT_ROOT, upload
-from src.parent import answers, early, follow, telemetry, tracking
+from src import PROJECT_ROOT
+from src.parent import answers, early, follow, offline, telemetry, tracking
 from src.parent.config import unsupported_combination
 from src.parent.launch import run_in_child
 from src.shared import nvml
@@ -202,7 +202,9 @@ def _record(
         run_id: str | None = tracking.create_job_run(client, new_run)
     except Exception as exc:  # the tracking server is unreachable: measure anyway, keep the result on disk
         log.warning("%s: cannot reach %s (%s); measuring anyway", spec.label, uri, type(exc).__name__)
-        run_id = None  # created on upload (src/upload.py)
+        run_id = None  # created on upload (src/parent/offline.py)
+    started = time.monotonic()
+    where.note()
     if measured:
         log.info(where.line(f"{spec.label}: measuring in a child process (run {run_id or 'pending'})"))
     trace = None
@@ -224,6 +226,7 @@ def _record(
     if result.tags.get("stable") == "false":
         figure += f" (unstable: {result.tags.get('unstable_reason', '')})"
     why = f" ({result.reason})" if result.reason else ""
+    where.note(time.monotonic() - started, measured=measured and result.status is not Status.SKIPPED)
     log.info(where.line(f"{spec.label}: {result.status.value}{figure}{why}", finished=True))
     return result, run_id or ""
 
@@ -357,7 +360,7 @@ def _finish(
             raise ConnectionError("the run could not be created when the job started")
         tracking.finish_job_run(client, run_id, result, dirs, steps)
     except Exception as exc:  # the tracking server is unreachable: keep everything for `src.upload`
-        path = upload.save(meta, client.tracking_uri, run_id, result, dirs, steps, new_run)
+        path = offline.save(meta, client.tracking_uri, run_id, result, dirs, steps, new_run)
         log.warning(
             "could not log run %s to %s (%s: %s); its result is kept in %s: upload it later with "
             "`python -m src.upload %s`",

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig
 
-from src.parent import preflight
+from src.parent import early, preflight
 from src.parent.compose import compose_all
 from src.parent.config import beyond_study_rows, to_spec, unsupported_combination
 from src.shared.errors import ConfigError
@@ -24,7 +24,9 @@ from src.shared.spec import JobSpec
 log = logging.getLogger(__name__)
 FAILED_EXIT = 3  # the exit status when any job ended `failed` or `timeout` (README, "Exit codes")
 REFUSED_EXIT = 2  # bad input: nothing was run
+PENDING_EXIT = 4  # results wait on disk for `python -m src.upload` (the tracking server was unreachable)
 _statuses: Counter[str] = Counter()  # the jobs' statuses in this process (a sweep's: read back from MLflow)
+_pending = [0]  # results this invocation left on disk
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 _verdicts: dict[tuple[str, ...], tuple[str, Any]] = {}  # the last sweep_configs' checks, by job overrides
 
@@ -122,6 +124,8 @@ def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) ->
         if kind == "job":
             real.append(number)
             why = unsupported_combination(found)
+            if single and not why:  # alone, what cannot run is bad input (a sweep records a result)
+                why = early.refusal(found)
             if why and not single:
                 refused[why] += 1
                 continue
@@ -170,9 +174,24 @@ def note_statuses(statuses: Counter[str] | list[str], replace: bool = False) -> 
     _statuses.update(statuses)
 
 
+def note_pending(count: int) -> None:
+    """Results of this invocation that could only be kept on disk."""
+    _pending[0] = count
+
+
+def pending_line(count: int, folder: Path) -> str:
+    return (
+        f"{count} result(s) could not reach the tracking store and wait on disk: "
+        f"upload them with `python -m src.upload {folder}`"
+    )
+
+
 def exit_code() -> int:
-    """0: every job ended with a result (ok, oom, unsupported, unavailable, skipped); FAILED_EXIT: any
-    job ended failed or timeout."""
+    """0: every job ended with a result (ok, oom, unsupported, unavailable, skipped) logged to MLflow;
+    PENDING_EXIT: results wait on disk for `src.upload` (whatever their statuses); FAILED_EXIT: any job
+    ended failed or timeout."""
+    if _pending[0]:
+        return PENDING_EXIT
     return FAILED_EXIT if _statuses["failed"] or _statuses["timeout"] else 0
 
 
