@@ -101,6 +101,7 @@ def test_the_ui_lists_the_sweeps_runs_and_compares_them(
         header.wait_for(timeout=60_000)
         page.get_by_text("backend", exact=True).first.wait_for(timeout=30_000)
         close_the_assistant(page)
+        page.get_by_text("latency_p99_ms", exact=True).first.wait_for(timeout=30_000)
         view = page.inner_text("body")
         page.screenshot(path=str(shots / "mlflow-saved-view.png"))
         order = [page.get_by_text(name, exact=True).first.bounding_box() for name in FIRST_COLUMNS]

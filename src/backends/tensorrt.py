@@ -35,6 +35,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# torch-tensorrt as this backend uses it, in one place: the functions it calls (relative to the package),
+# the class of a compiled engine's module and the attribute holding its bytes. `api_keywords` gives the
+# keywords each call passes; tests/test_tensorrt_contract.py checks all of it against the pinned release's
+# sources (docs/backends.md, "Moving the torch-tensorrt pin").
+COMPILE = "dynamo.compile"
+SAVE = "save"
+LOAD = "load"
+ENGINE_CLASS = "TorchTensorRTModule"
+ENGINE_BYTES = "serialized_engine"
+SAVE_FORMAT = "exported_program"
+
 INSTALL_HINT = (
     "install it with `pip install -e '.[tensorrt]'` (torch-tensorrt, which pulls TensorRT from NVIDIA's "
     "package index) or run in an NGC PyTorch container"
@@ -55,12 +66,52 @@ def typing_kwargs(torch_tensorrt_version: str, dtype: torch.dtype) -> tuple[dict
     return {}, "explicit typing (the graph's dtypes; strongly typed by default)"
 
 
+def compile_settings(options: TensorRT.Options) -> dict[str, Any]:
+    """The builder settings the options ask for, as `torch_tensorrt.dynamo.compile` keywords."""
+    settings: dict[str, Any] = {
+        "min_block_size": options.min_block_size,
+        "require_full_compilation": options.require_full_compilation,
+    }
+    if options.optimization_level is not None:
+        settings["optimization_level"] = options.optimization_level
+    if options.workspace_gib is not None:
+        settings["workspace_size"] = int(options.workspace_gib * 2**30)
+    return settings
+
+
+def compile_kwargs(example: Any, timing_cache: str, settings: dict, typing: dict) -> dict[str, Any]:
+    """Every keyword of the one `COMPILE` call."""
+    return {"arg_inputs": [example], "timing_cache_path": timing_cache, **settings, **typing}
+
+
+def save_kwargs(example: Any) -> dict[str, Any]:
+    """Every keyword of the one `SAVE` call."""
+    return {"output_format": SAVE_FORMAT, "arg_inputs": [example]}
+
+
+def api_keywords(torch_tensorrt_version: str) -> dict[str, set[str]]:
+    """Per torch-tensorrt function this backend calls (`torch_tensorrt.<name>`), the keywords it passes to
+    that release, every optional setting given: what a release must accept."""
+    import torch
+
+    every = TensorRT.Options(optimization_level=3, workspace_gib=1.0)
+    keywords: set[str] = set()
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        typing, _ = typing_kwargs(torch_tensorrt_version, dtype)
+        keywords |= set(compile_kwargs(None, "", compile_settings(every), typing))
+    return {
+        f"torch_tensorrt.{COMPILE}": keywords,
+        f"torch_tensorrt.{SAVE}": set(save_kwargs(None)),
+        f"torch_tensorrt.{LOAD}": set(),
+    }
+
+
 def partition_counts(compiled: torch.fx.GraphModule) -> tuple[int, Counter]:
     """TensorRT engines, and the operators left to PyTorch, in a compiled module."""
     engines, fallback = 0, Counter()
     graphs = [compiled.graph]
     for _, child in compiled.named_children():
-        if "TensorRTModule" in type(child).__name__:
+        if type(child).__name__ == ENGINE_CLASS:
             engines += 1
         elif hasattr(child, "graph"):
             graphs.append(child.graph)
@@ -104,18 +155,6 @@ class TensorRT(Backend):
             return f"torch_tensorrt/tensorrt cannot be imported ({type(exc).__name__}: {exc}); {INSTALL_HINT}"
         return None
 
-    def compile_settings(self) -> dict[str, Any]:
-        o = self.options
-        settings: dict[str, Any] = {
-            "min_block_size": o.min_block_size,
-            "require_full_compilation": o.require_full_compilation,
-        }
-        if o.optimization_level is not None:
-            settings["optimization_level"] = o.optimization_level
-        if o.workspace_gib is not None:
-            settings["workspace_size"] = int(o.workspace_gib * 2**30)
-        return settings
-
     def prepare(self, model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], Any]:
         import tensorrt
         import torch
@@ -127,7 +166,7 @@ class TensorRT(Backend):
         typing, typing_tag = typing_kwargs(torch_tensorrt.__version__, example.dtype)
         props = torch.cuda.get_device_properties(example.device)
         device = {"name": props.name, "capability": f"{props.major}.{props.minor}"}
-        settings = self.compile_settings()
+        settings = compile_settings(self.options)
         inputs = key_inputs(self.job, device, versions, {**settings, "typing": typing_tag})
         key = cache_key(inputs)
         root = cache_root(self.options.cache_dir)
@@ -135,16 +174,16 @@ class TensorRT(Backend):
         meta = cache.lookup(key) if cache else None
         if meta is not None:
             self._files = [p for p in cache.entry(key).iterdir() if p.name != "meta.json"]
-            module = torch_tensorrt.load(str(cache.entry(key) / "program.ep")).module()
+            load = operator.attrgetter(LOAD)(torch_tensorrt)
+            module = load(str(cache.entry(key) / "program.ep")).module()
             state = "hit"
         else:
             card = props.name.replace(" ", "_")
             timing_cache = root / "tensorrt" / "timing" / f"{card}-trt{tensorrt.__version__}.bin"
             timing_cache.parent.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
-            module = torch_tensorrt.dynamo.compile(
-                program, arg_inputs=[example], timing_cache_path=str(timing_cache), **settings, **typing
-            )
+            compile_program = operator.attrgetter(COMPILE)(torch_tensorrt)
+            module = compile_program(program, **compile_kwargs(example, str(timing_cache), settings, typing))
             torch.cuda.synchronize(example.device)
             engines, fallback = partition_counts(module)
             meta = {
@@ -181,11 +220,11 @@ class TensorRT(Backend):
         """The torch-tensorrt program (exported-program format) and each engine's serialized bytes."""
         scratch = self.scratch()  # removed by close(), cached or not
         path = scratch / "program.ep"
-        torch_tensorrt.save(module, str(path), output_format="exported_program", arg_inputs=[example])
+        operator.attrgetter(SAVE)(torch_tensorrt)(module, str(path), **save_kwargs(example))
         files = [scratch / "program.ep"]
-        engines = [c for _, c in module.named_children() if "TensorRTModule" in type(c).__name__]
+        engines = [c for _, c in module.named_children() if type(c).__name__ == ENGINE_CLASS]
         for i, child in enumerate(engines):
-            engine = getattr(child, "serialized_engine", None)
+            engine = getattr(child, ENGINE_BYTES, None)
             if engine:
                 (scratch / f"engine_{i}.plan").write_bytes(bytes(engine))
                 files.append(scratch / f"engine_{i}.plan")

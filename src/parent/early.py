@@ -51,13 +51,13 @@ def refusal(spec: JobSpec) -> str | None:
     device its backend declares it cannot run on (`precheck`). Inside a sweep both are results instead
     (`unavailable`, `unsupported`)."""
     position = spec.gpu.position
-    if spec.gpu.index.isdigit() and position is not None and (count := visible_gpus()) is not None:
-        if position >= count:
-            have = f"indices 0-{count - 1}" if count > 1 else "index 0" if count else "none"
-            return (
-                f"gpu.index={position}: this host has {count} GPU(s) that CUDA can see ({have}); "
-                "allowed: gpu=auto, gpu=any, gpu=cpu" + (", or one of those indices" if count else "")
-            )
+    count = visible_gpus() if spec.gpu.index.isdigit() else None
+    if position is not None and count is not None and position >= count:
+        have = f"indices 0-{count - 1}" if count > 1 else "index 0" if count else "none"
+        return (
+            f"gpu.index={position}: this host has {count} GPU(s) that CUDA can see ({have}); "
+            "allowed: gpu=auto, gpu=any, gpu=cpu" + (", or one of those indices" if count else "")
+        )
     decided = decide(spec)
     if decided is not None and decided.status is Status.UNSUPPORTED:
         return f"{decided.reason}; allowed: another backend, or a device it can run on"
