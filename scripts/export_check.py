@@ -23,7 +23,7 @@ def check(model_name: str, batch: int, precision: str, device_name: str, smoke: 
     from hydra import compose, initialize_config_dir
 
     from src import PROJECT_ROOT
-    from src.backends.exporting import export_program
+    from src.backends.support.exporting import export_program
     from src.child.job import configure_torch, place, resolve_device
     from src.models import MODELS
     from src.parent.config import to_spec

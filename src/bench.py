@@ -22,8 +22,8 @@ from omegaconf import DictConfig
 from src import PROJECT_ROOT
 from src.parent import config as _config
 from src.parent import follow, offline
-from src.parent.runner import run_job, without_child
-from src.parent.sweep import checked_spec, exit_code, note_pending, note_statuses, pending_line, refuse
+from src.parent.runner import JobTracking, run_job, without_child
+from src.parent.sweep import checked_job, exit_code, note_pending, note_statuses, pending_line, refuse
 from src.parent.tracking import PARENT_ENV, parent_run_id
 from src.shared.errors import ConfigError
 
@@ -48,8 +48,8 @@ def main(cfg: DictConfig) -> str:
     if sweep_dir is not None and _config.beyond_study_rows(cfg):
         _drop_folder(Path(hc.runtime.output_dir))  # not a cell of the study: no job, no run, no folder
         return "absent"
-    try:  # checked by the callback already for the basic sweeper (its spec kept); others check here
-        spec = checked_spec(list(hc.overrides.task)) or _config.to_spec(cfg)
+    try:  # checked by the callback already for the basic sweeper (the job kept); others check here
+        job = checked_job(list(hc.overrides.task)) or _config.to_job(cfg)
     except ConfigError as exc:
         refuse({str(exc): [" ".join(hc.overrides.task) or "(defaults)"]}, jobs=1)
     # a folder of its own, even if another sweep or run was given the same output folder: the child's spec
@@ -58,18 +58,19 @@ def main(cfg: DictConfig) -> str:
     where = follow.position(sweep_dir, hc.job.num if sweep_dir is not None else None)
     parent = parent_run_id(sweep_dir)
     start = time.monotonic()
-    decided = without_child(cfg, spec, parent, sweep=sweep_dir is not None)
+    session = JobTracking.open(job, parent)  # the job's one tracking session
+    decided = without_child(job, parent, sweep=sweep_dir is not None, session=session)
     if decided is not None:
         decided.wall_s = time.monotonic() - start  # the job's whole cost: deciding (`job_wall_s`)
-    result, run_id = run_job(cfg, spec, job_dir, parent, decided, where)
+    result, run_id = run_job(job, job_dir, parent, decided, where, session)
     note_statuses([result.status.value])
     if sweep_dir is not None and parent:
-        follow.count_done(cfg, parent)
+        follow.count_done(session.client, parent)
     elif waiting := offline.pending(job_dir):
         note_pending(len(waiting))
         print(pending_line(len(waiting), Path(hc.runtime.output_dir)), file=sys.stderr)
     else:
-        follow.single_run_end(cfg, run_id, result.status.value)
+        follow.single_run_end(session.client, run_id, result.status.value)
     return result.status.value
 
 

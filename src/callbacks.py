@@ -26,7 +26,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.parent import answers, conclude, follow, launch, offline, tracking
+from src.parent import answers, conclude, follow, offline, template_client, tracking
 from src.parent.sweep import (
     check_surroundings,
     note_pending,
@@ -62,7 +62,7 @@ class BenchCallback(Callback):
         validate_or_exit([([], config)], single=True)
         check_surroundings(config, Path(config.hydra.run.dir))
         if config.child_start == "template":  # the job runs in this process: its imports start now
-            launch.warm_template([config.model.name])
+            template_client.warm_template([config.model.name])
         exp_id = self._open_store(config)
         project = os.environ.get(PARENT_ENV)
         if project and self._client.get_run(project).info.experiment_id != exp_id:
@@ -86,7 +86,7 @@ class BenchCallback(Callback):
         launcher = str(config.hydra.launcher.get("_target_"))
         basic = BASIC_LAUNCHER in launcher
         if basic and config.child_start == "template":  # torch's import overlaps the checks below
-            launch.warm_template()
+            template_client.warm_template()
         uri = tracking.tracking_uri(config.tracking.uri)
         composed = sweep_configs(config, meanwhile=lambda: tracking.load_library(uri))
         numbers = validate_or_exit(composed) if composed else None  # None: another sweeper's grid
@@ -95,7 +95,7 @@ class BenchCallback(Callback):
             share_compositions(config, composed)  # the jobs are composed in this process: once each
             # the jobs run in this process, one after another: its template imports their libraries now
             jobs = [composed[n][1] for n in numbers]
-            launch.warm_template([cfg.model.name for cfg in jobs if cfg.child_start == "template"])
+            template_client.warm_template([cfg.model.name for cfg in jobs if cfg.child_start == "template"])
         exp_id = self._open_store(config)
         tags = {
             JOB.kind: "sweep",
@@ -153,7 +153,9 @@ class BenchCallback(Callback):
 
     def _summarise(self, parent: str, report_out: Path | None) -> None:
         client = self._client
-        done = conclude.conclude(client, parent, report_out)
+        from src import report
+
+        done = conclude.conclude(client, parent, report_out, report.make)
         note_statuses(done.counts, replace=True)  # every job of the sweep, wherever its launcher ran it
         print(summary_table(done.runs, done.linked), file=sys.stderr)
         sweep = client.get_run(parent)

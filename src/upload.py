@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from src import report
 from src.parent.offline import PARENT_PENDING, end_parent, pending, upload
 
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         if failed:  # conclude a sweep's parent run only once all its jobs are in
             break
         try:
-            print(f"ended sweep run {end_parent(path, a.uri)}")
+            print(f"ended sweep run {end_parent(path, report.make, a.uri)}")
         except Exception as exc:
             failed += 1
             print(f"still pending {path}: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Answers, not only figures (issue 15): the best available configuration, spread and `stable`, the plots and
+"""Answers, not only figures: the best available configuration, spread and `stable`, the plots and
 their notes, the report logged as a sweep ends, the MLflow UI's saved views, speed-ups and descriptions, and
 a sweep a person can follow. One real CPU sweep (three plugin backends on the `sleepy` model) is read back
 through MLflow's client; the search preset and a single run are run for real too."""
@@ -6,13 +6,13 @@ through MLflow's client; the search preset and a single run are run for real too
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
+from src import PROJECT_ROOT
 from src.parent import answers
 from src.parent.follow import Position, duration
 from src.report_plots import pareto
@@ -141,12 +141,12 @@ def test_the_experiment_has_saved_views_with_the_key_columns(sweep: dict) -> Non
     tags = sweep["client"].get_experiment(sweep["exp"]).tags
     assert tags[answers.KIND_TAG] == "custom_model_development"
     for key in ("bench-compare", "bench-compare-sleepy"):
-        view = json.loads(tags[answers.VIEW_TAG + key])
+        view = answers.saved_view(tags[answers.VIEW_TAG + key])
         assert "metrics.`throughput_img_s`" in view["selectedColumns"]
         assert "params.`backend`" in view["selectedColumns"] and "tags.`stable`" in view["selectedColumns"]
     assert (
         "params.model = 'sleepy'"
-        in json.loads(tags[answers.VIEW_TAG + "bench-compare-sleepy"])["searchFilter"]
+        in answers.saved_view(tags[answers.VIEW_TAG + "bench-compare-sleepy"])["searchFilter"]
     )
 
 
@@ -159,7 +159,7 @@ def test_a_sweep_a_person_can_follow(sweep: dict) -> None:
     parent = sweep["parent"]
     assert f"sweep {parent.info.run_name} ({parent.info.run_id}): 3 jobs, 3 ok" in err
     assert "?viewStateShareKey=bench-compare" in err
-    assert f"report: {sweep['dir'] / 'report' / 'report.md'}" in err
+    assert f"report: {sweep['dir'].relative_to(PROJECT_ROOT) / 'report' / 'report.md'}" in err
 
 
 def test_progress_line_format() -> None:
@@ -168,6 +168,20 @@ def test_progress_line_format() -> None:
     assert where.line("x", now=1060.0, finished=True) == "[3/10] x (elapsed 1m00s, ~2m20s left)"
     assert Position(1, None, 0.0).line("y", now=5.0) == "[1/?] y (elapsed 5s)"
     assert duration(3725) == "1h02m"
+
+
+def test_the_estimate_counts_measured_jobs_only(tmp_path: Path) -> None:
+    """A resumed sweep's skipped jobs take no time: what is left follows the jobs that were measured."""
+    Position(1, 5, 1000.0, tmp_path).note(10.0, measured=True)
+    Position(2, 5, 1000.0, tmp_path).note(0.1, measured=False)  # already measured: a link
+    where = Position(3, 5, 1000.0, tmp_path)
+    where.note()  # started
+    assert where.line("x", now=1011.0) == "[3/5] x (elapsed 11s, ~30s left)"
+    where.note(10.0, measured=True)
+    assert where.line("x", now=1021.0, finished=True) == "[3/5] x (elapsed 21s, ~20s left)"
+    Position(4, 5, 1000.0, tmp_path).note()  # two jobs at once (a parallel launcher): half the wait
+    Position(5, 5, 1000.0, tmp_path).note()
+    assert where.line("x", now=1021.0) == "[3/5] x (elapsed 21s, ~10s left)"
 
 
 def test_a_single_run_says_where_its_result_is(store: str, tmp_path: Path) -> None:

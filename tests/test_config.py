@@ -219,7 +219,7 @@ def test_a_sweeps_jobs_are_composed_and_checked_in_forks_while_this_process_goes
 
     from src.parent.compose import compose_all
     from src.parent.config import to_spec
-    from src.parent.sweep import checked_spec, sweep_configs
+    from src.parent.sweep import checked_job, sweep_configs
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
@@ -241,5 +241,5 @@ def test_a_sweeps_jobs_are_composed_and_checked_in_forks_while_this_process_goes
 
         sweep = loader.load_configuration("config", ["model=densenet,yolo", "smoke=true"], RunMode.MULTIRUN)
         for job, cfg in sweep_configs(sweep):  # each job's spec kept for the job, as checked
-            assert checked_spec(job) == to_spec(cfg) and checked_spec(job).model.name in job[0]
-        assert checked_spec(["model=segresnet", "smoke=True"]) is None  # not a job of that sweep
+            assert checked_job(job).spec == to_spec(cfg) and checked_job(job).spec.model.name in job[0]
+        assert checked_job(["model=segresnet", "smoke=True"]) is None  # not a job of that sweep

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.backends import precompile
 from src.backends.onnxruntime import OnnxRuntime
+from src.backends.support import precompile
 from src.parent.config import unsupported_combination
 from src.parent.launch import run_in_child
 from src.shared.errors import ConfigError, Status, Unavailable

@@ -130,12 +130,12 @@ def test_the_sampler_traces_at_about_its_rate() -> None:
 def test_a_gpu_job_measures_energy_and_its_trace_agrees(store: str, tmp_path: Path) -> None:
     import mlflow
 
-    from src.parent.config import to_spec
+    from src.parent.config import to_job
     from src.parent.runner import run_job
     from tests.conftest import compose_cfg
 
     cfg = compose_cfg("precision=fp16", "batch_size=128", "measure.min_duration_s=3", f"tracking.uri={store}")
-    _, run_id = run_job(cfg, to_spec(cfg), tmp_path / "job", parent=None)
+    _, run_id = run_job(to_job(cfg), tmp_path / "job", parent=None)
     run = mlflow.MlflowClient(store).get_run(run_id)
     m, t = run.data.metrics, run.data.tags
     assert (
@@ -157,7 +157,7 @@ def test_idle_power_is_read_once_per_gpu_in_a_process_unless_asked_for_each_job(
 ) -> None:
     import mlflow
 
-    from src.parent.config import to_spec
+    from src.parent.config import to_job
     from src.parent.runner import run_job
     from tests.conftest import compose_cfg
 
@@ -166,7 +166,7 @@ def test_idle_power_is_read_once_per_gpu_in_a_process_unless_asked_for_each_job(
     for batch, once in [(2, True), (3, True), (4, False)]:  # three jobs: no rerun is skipped as measured
         settings = [f"batch_size={batch}", f"telemetry.idle_once={once}", f"tracking.uri={store}"]
         cfg = compose_cfg("smoke=true", *QUICK, *settings)
-        _, run_id = run_job(cfg, to_spec(cfg), tmp_path / f"job{batch}", parent=None)
+        _, run_id = run_job(to_job(cfg), tmp_path / f"job{batch}", parent=None)
         metrics.append(client.get_run(run_id).data.metrics)
     first, second, each = metrics
     assert second["idle_power_w"] == first["idle_power_w"]  # the same reading, older

@@ -16,13 +16,14 @@ import pytest
 
 from src import PROJECT_ROOT
 from src.parent import launch as isolation
+from src.parent import template_client
 from src.parent.launch import run_in_child
 from src.shared.errors import Status
-from src.shared.progress import PROGRESS, read_progress
+from src.shared.progress import PROGRESS, START_MODES, read_progress
 from tests.conftest import QUICK, fault_overrides, make_spec
 
 
-@pytest.fixture(params=isolation.START_MODES)
+@pytest.fixture(params=START_MODES)
 def start(request: pytest.FixtureRequest) -> str:
     """Each child test runs with the child forked by the template and started as a fresh interpreter."""
     return request.param
@@ -171,7 +172,7 @@ def test_a_forked_child_runs_in_a_session_of_its_own_under_one_template_per_laun
 
     def look(phase: str, _: float) -> None:  # called while the child runs
         (pid,) = writing_to(tmp_path / "sleepy" / "child.log")
-        template = isolation.Template.current
+        template = template_client.Template.current
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         seen.update(
@@ -191,28 +192,28 @@ def test_a_forked_child_runs_in_a_session_of_its_own_under_one_template_per_laun
     assert seen["env"]  # the job's own environment (src.parent.launch.child_environment)
     template = seen["template"]
     second = run_in_child(spec, tmp_path / "again", start="template")
-    assert second.status is Status.OK and isolation.Template.current.proc.pid == template
+    assert second.status is Status.OK and template_client.Template.current.proc.pid == template
     assert second.pid != first.pid
 
 
 def test_the_template_is_started_again_when_it_has_ended(tmp_path: Path) -> None:
     spec = make_spec(*fault_overrides("sleepy"), *QUICK, "batch_size=2")
     assert run_in_child(spec, tmp_path / "a", start="template").tags["child_start"] == "template"
-    old = isolation.Template.current.proc
+    old = template_client.Template.current.proc
     old.kill()
     old.wait()
     result = run_in_child(spec, tmp_path / "b", start="template")
     assert result.status is Status.OK and result.tags["child_start"] == "template"
-    assert isolation.Template.current.proc.pid != old.pid
+    assert template_client.Template.current.proc.pid != old.pid
 
 
 def test_a_sweeps_template_imports_its_models_libraries_before_the_first_job(tmp_path: Path) -> None:
     """`warm_template` (called as a sweep starts) starts the template and has it import the sweep's model
     libraries at once, without waiting for it; the first job is then forked by that same template."""
-    if isolation.Template.current is not None:
-        isolation.Template.current.close()
-    isolation.warm_template(["yolo"])
-    template = isolation.Template.current
+    if template_client.Template.current is not None:
+        template_client.Template.current.close()
+    template_client.warm_template(["yolo"])
+    template = template_client.Template.current
     assert template is not None
     maps = Path(f"/proc/{template.proc.pid}/maps")
     deadline = time.monotonic() + 120
@@ -222,7 +223,7 @@ def test_a_sweeps_template_imports_its_models_libraries_before_the_first_job(tmp
     spec = make_spec(*fault_overrides("sleepy"), *QUICK, "batch_size=2")
     result = run_in_child(spec, tmp_path / "first", start="template")
     assert result.status is Status.OK and result.tags["child_start"] == "template"
-    assert isolation.Template.current.proc.pid == template.proc.pid
+    assert template_client.Template.current.proc.pid == template.proc.pid
 
 
 @contextmanager
@@ -230,7 +231,7 @@ def bare_template(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, dict[str, 
     """A template process of its own (not the launcher's), the environment for its jobs and the file that
     `tests.plugins.slow_import` (3 s to import) touches once imported there; ended on the way out."""
     done = tmp_path / "imported"
-    env = {**isolation.child_environment(), "SLOW_IMPORT_DONE": str(done)}
+    env = {**template_client.child_environment(), "SLOW_IMPORT_DONE": str(done)}
     template = subprocess.Popen(
         [sys.executable, "-m", "src.child.template"],
         cwd=PROJECT_ROOT,

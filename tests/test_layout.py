@@ -1,5 +1,5 @@
-"""The shape of the code: one declaration per setting, imports that follow the process boundary, and the
-defects found while redesigning it (each test fails on the code before the redesign)."""
+"""The shape of the code: one declaration per setting, imports that follow the process boundary, and
+defects that must not come back (each test fails where the defect is)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from src.backends.onnxruntime import OnnxRuntime
 from src.child import job as child_job
 from src.child.job import execute, place
 from src.models import MODELS
-from src.parent import runner
-from src.parent.config import to_spec
+from src.parent import device, resume, runner
+from src.parent.config import to_job, to_spec
 from src.shared import nvml
 from src.shared.locks import lock_dir
 from src.shared.progress import PROGRESS, ProgressWriter, read_progress
@@ -145,7 +145,8 @@ def test_with_gpu_any_the_resume_key_names_the_card_the_job_got(tmp_path: Path, 
     claimed. Here card A is busy (its lock held by another process), so the job gets card B: its run's
     config_key must be B's. (NVML's card list is replaced: this machine has no GPU.)"""
     cards = [nvml.GpuIdentity(i, f"GPU-{c}", f"Card {c}", 1024, None) for i, c in enumerate("AB")]
-    monkeypatch.setattr(runner, "all_gpus", lambda: cards)
+    for module in (device, resume):  # where the card list is read
+        monkeypatch.setattr(module, "all_gpus", lambda: cards)
     monkeypatch.setenv("BENCH_LOCK_DIR", str(tmp_path / "locks"))
     held, ready = lock_dir() / "GPU-A.lock", tmp_path / "holding"
     held.parent.mkdir(parents=True)
@@ -159,14 +160,14 @@ def test_with_gpu_any_the_resume_key_names_the_card_the_job_got(tmp_path: Path, 
             time.sleep(0.05)
         cfg = compose_cfg("gpu=any", "smoke=true", "batch_size=1", *QUICK, f"tracking.uri={store}")
         spec = to_spec(cfg)
-        result, run_id = runner.run_job(cfg, spec, tmp_path / "job", parent=None)
+        result, run_id = runner.run_job(to_job(cfg), tmp_path / "job", parent=None)
     finally:
         holder.kill()
         holder.wait()
     assert result is not None and "GPU 1 was asked for" in result.reason  # the job was given card B
     key = MlflowClient(store).get_run(run_id).data.tags["config_key"]
-    assert key == runner.config_key(spec.with_gpu(spec.gpu.claimed(1)), cards[1])
-    assert key != runner.config_key(spec.with_gpu(spec.gpu.claimed(0)), cards[0])
+    assert key == resume.config_key(spec.with_gpu(spec.gpu.claimed(1)), cards[1])
+    assert key != resume.config_key(spec.with_gpu(spec.gpu.claimed(0)), cards[0])
 
 
 def test_a_job_checks_its_config_itself_when_no_callback_did(store: str, tmp_path: Path) -> None:

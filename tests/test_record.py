@@ -77,6 +77,7 @@ def test_two_identical_sweeps_started_together_measure_each_job_once(store: str,
     df = all_runs(store)
     jobs, links = df[df["tags.kind"] == "job"], df[df["tags.kind"] == "link"]
     assert len(jobs) == 2 and set(jobs["tags.status"]) == {"ok"}
+    assert df[df["tags.kind"] == "sweep"]["tags.mlflow.runName"].nunique() == 2  # two names
     assert len(links) == 2 and set(links["tags.measured_in"]) == set(jobs["run_id"])
 
 

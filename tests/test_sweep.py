@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from src.parent.sweep import FAILED_EXIT
+from src.parent.sweep import FAILED_EXIT, REFUSED_EXIT
 from tests.conftest import QUICK, TEST_CONF, run_bench, start_bench, sweep_folder, user_folders
 
 pytestmark = pytest.mark.slow
@@ -78,6 +78,29 @@ def test_bad_input_exits_non_zero_before_anything_is_written(
     assert out.returncode != 0
     assert expected in out.stderr
     assert not db.exists() and user_folders() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["batch_size=3", "batch_index=1"], "batch_size=3 and batch_index=1 (batch 256 for densenet)"),
+        (["backend=cudagraphs", "gpu=cpu"], "CUDA graphs need a CUDA GPU; this job runs on cpu; allowed:"),
+        (["gpu=7"], "gpu.index=7: this host has"),
+        (["gpu.index=7"], "gpu.index=7: this host has"),
+    ],
+)
+def test_alone_what_cannot_run_is_refused_with_status_2(args: list[str], expected: str, store: str) -> None:
+    """Inside a sweep such a job is a result (unsupported, unavailable); asked for alone, it is bad input."""
+    from src.parent.early import visible_gpus
+
+    if "7" in args[-1] and (visible_gpus() or 0) > 7:
+        pytest.skip("this host has a GPU 7")
+    before = user_folders()
+    out = run_bench([*args, f"tracking.uri={store}"], timeout=120)
+    assert out.returncode == REFUSED_EXIT, out.stderr[-2000:]
+    assert expected in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 2  # one paragraph
+    assert user_folders() == before and not Path(store.removeprefix("sqlite:///")).exists()
 
 
 @pytest.mark.parametrize("start", ["fresh", "template"])
@@ -205,7 +228,7 @@ def test_runs_given_one_output_folder_never_share_a_jobs_files(store: str, tmp_p
 def test_sweep_time_with_nothing_to_run_or_print_refuses(tmp_path: Path) -> None:
     """The benchmark script's bad input: no sweep asked for and no store that records one."""
     store = tmp_path / "store"
-    script = Path(__file__).parents[1] / "scripts" / "sweep_time.py"
+    script = Path(__file__).parents[1] / "benchmarks" / "sweep_time.py"
     out = subprocess.run(
         [sys.executable, str(script), "--sweeps", "", "--store", str(store)], capture_output=True, text=True
     )

@@ -120,12 +120,12 @@ def test_two_sweeps_at_once_never_measure_on_one_device_together(store: str, tmp
 
 
 def test_a_cpu_run_has_no_gpu_energy_metrics_and_says_why(store: str, tmp_path: Path) -> None:
-    from src.parent.config import to_spec
+    from src.parent.config import to_job
     from src.parent.runner import run_job
     from tests.conftest import compose_cfg
 
     cfg = compose_cfg(*QUICK, "smoke=true", "batch_size=2", "gpu=cpu", f"tracking.uri={store}")
-    _, run_id = run_job(cfg, to_spec(cfg), tmp_path / "job", parent=None)
+    _, run_id = run_job(to_job(cfg), tmp_path / "job", parent=None)
     run = mlflow.MlflowClient(store).get_run(run_id)
     m, t = run.data.metrics, run.data.tags
     assert "power_mean_w" not in m and "power_peak_w" not in m and "idle_power_w" not in m

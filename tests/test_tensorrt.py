@@ -12,8 +12,8 @@ import pytest
 import torch
 import torchvision
 
-from src.backends.engine_cache import EngineCache, cache_key, key_inputs
-from src.backends.exporting import export_program
+from src.backends.support.engine_cache import EngineCache, cache_key, key_inputs
+from src.backends.support.exporting import export_program
 from src.backends.tensorrt import INSTALL_HINT, TensorRT, typing_kwargs
 from src.child.job import place
 from src.models import MODELS
@@ -115,7 +115,7 @@ def test_the_engine_cache_key_covers_everything_that_changes_an_engine(tmp_path:
     assert key(base, settings={"min_block_size": 3}) != k
     weights = tmp_path / "w.pt"
 
-    def save_weights(seed: int) -> None:  # a real state dict: weights files are checked (issue 14)
+    def save_weights(seed: int) -> None:  # a real state dict: weights files are checked
         torch.manual_seed(seed)
         torch.save(torchvision.models.densenet201().state_dict(), weights)
 

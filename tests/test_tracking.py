@@ -10,14 +10,14 @@ import mlflow
 
 from src import PROJECT_ROOT
 from src.parent import tracking
-from src.parent.config import to_spec
+from src.parent.config import to_job
 from src.parent.runner import run_job
 from tests.conftest import QUICK, compose_cfg, fault_overrides
 
 
 def job(store: str, tmp_path: Path, *overrides: str):
     cfg = compose_cfg(*QUICK, "batch_size=2", f"tracking.uri={store}", *overrides)
-    result, run_id = run_job(cfg, to_spec(cfg), tmp_path / "job", parent=None)
+    result, run_id = run_job(to_job(cfg), tmp_path / "job", parent=None)
     return result, mlflow.MlflowClient(store).get_run(run_id)
 
 

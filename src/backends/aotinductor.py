@@ -2,8 +2,8 @@
 package (compiled kernels and weights, loadable without Python's model code), loaded back with Inductor's
 package loader and timed. The package is the run's engine artifact; its build time is `build_time_s` (split
 into `export_s` and `aoti_compile_s`). Inductor's caches are the persistent ones of
-src/backends/inductor.py; on top of them, a package built for an identical job
-(src/backends/engine_cache.py) is reused whole, since even with Inductor's caches warm the package's C++
+src/backends/support/inductor.py; on top of them, a package built for an identical job
+(support/engine_cache.py) is reused whole, since even with Inductor's caches warm the package's C++
 wrapper is compiled again.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.backends.base import BACKENDS, Backend
-from src.backends.engine_cache import EngineCache, cache_key, cache_root, device_identity, key_inputs
-from src.backends.exporting import export_program
-from src.backends.inductor import cache_counts, cache_state, use_persistent_caches
+from src.backends.support.engine_cache import EngineCache, cache_key, cache_root, device_identity, key_inputs
+from src.backends.support.exporting import export_program
+from src.backends.support.inductor import cache_counts, cache_state, use_persistent_caches
 from src.shared.envinfo import cpu_model
 from src.shared.errors import ConfigError
 
@@ -92,9 +92,8 @@ def load_package(path: Path, device_index: int) -> Callable[..., Any]:
     """The package's runner, from Inductor's package loader. `aoti_load_package` wraps the same loader and
     then compares this host's CPU and GPU with the package's, only to warn on a mismatch; on a CPU with
     AVX-512 or AMX that comparison compiles a probe per instruction-set extension and loads each in a new
-    Python process: 22-25 s per process on the H200 host (docs/backends.md, "Loading a cached
-    AOTInductor package"). The package was built for this CPU, GPU and compiler (the cache key names
-    them), so the loader is used directly; a torch without it gets `aoti_load_package`."""
+    Python process (tens of seconds). The package was built for this CPU, GPU and compiler (the cache key
+    names them), so the loader is used directly; a torch without it gets `aoti_load_package`."""
     import torch
 
     try:

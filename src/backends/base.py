@@ -38,9 +38,8 @@ class Backend(ABC):
     channels_last: ClassVar[bool] = True  # False: the backend cannot take a channels-last input
     tf32: ClassVar[bool] = True  # False: the backend ignores PyTorch's TF32 switches (tf32 must stay default)
     Options: ClassVar[type] = NoOptions
-    # what `prepare` imports: the child imports it before the build is timed. Never the template: on the
-    # H200 host importing Inductor (`torch._inductor.compile_fx`) opened the GPU driver, and a template
-    # that holds it cannot fork
+    # what `prepare` imports: the child imports it before the build is timed. Never the template: a module
+    # that opens the GPU driver when imported (Inductor's can) would leave the template unable to fork
     imports: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Any, job: JobSpec) -> None:

@@ -7,9 +7,9 @@ happens on the first calls, so `prepare` makes them (under `torch.inference_mode
 runs) and the build time is the compile. Dynamo's counters
 then give the graphs made, the graph breaks (above zero: a warning and a tag, since "compiled" is then
 partly eager) and any recompilation during the timed loop. Inductor's caches are persistent
-(src/backends/inductor.py); the run records whether they were hit. With `precompile` (the default), the
+(support/inductor.py); the run records whether they were hit. With `precompile` (the default), the
 graph is captured whole ahead of the first call and the compiled module kept in the engine cache, so a
-repeated job loads it instead of tracing again (src/backends/precompile.py; tag `precompile`).
+repeated job loads it instead of tracing again (src/backends/support/precompile.py; tag `precompile`).
 
 `reduce-overhead` adds CUDA graphs (Inductor's cudagraph trees), which record during the first calls:
 `warm_calls` covers them. `max-autotune` benchmarks kernel choices on the device (long builds); its results
@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from src.backends import precompile
 from src.backends.base import BACKENDS, Backend
-from src.backends.inductor import cache_counts, cache_state, use_persistent_caches
+from src.backends.support import precompile
+from src.backends.support.inductor import cache_counts, cache_state, use_persistent_caches
 from src.shared.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class Compile(Backend):
         mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
         fullgraph: bool = False  # true: a graph break is an error instead of a warning
         warm_calls: int = 3  # calls made while preparing (compile, CUDA-graph recording); part of the build
-        precompile: bool = True  # Dynamo's precompile, kept in the engine cache (src/backends/precompile.py)
+        precompile: bool = True  # Dynamo's precompile, kept in the engine cache (support/precompile.py)
         cache_dir: str | None = None  # None: $BENCH_CACHE_DIR, else ~/.cache/gpu-inference-bench
 
         def __post_init__(self) -> None:

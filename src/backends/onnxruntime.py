@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.backends.base import BACKENDS, Backend, missing
-from src.backends.engine_cache import cache_root
-from src.backends.exporting import export_program
+from src.backends.support.engine_cache import cache_root
+from src.backends.support.exporting import export_program
 from src.shared.errors import ConfigError, Unavailable, Unsupported
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """TensorRT through torch-tensorrt's dynamo path: `torch.export` at the job's exact input, then
-`torch_tensorrt.dynamo.compile`, with engines cached across sweeps (src/backends/engine_cache.py).
+`torch_tensorrt.dynamo.compile`, with engines cached across sweeps (src/backends/support/engine_cache.py).
 
 Precision: the job's model and input already have the job's dtype (`place`). torch-tensorrt 2.10 made
 explicit typing the default (the engine follows the graph's dtypes, and `enabled_precisions={torch.half}`
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.backends.base import BACKENDS, Backend, missing
-from src.backends.engine_cache import EngineCache, cache_key, cache_root, key_inputs
-from src.backends.exporting import export_program
+from src.backends.support.engine_cache import EngineCache, cache_key, cache_root, key_inputs
+from src.backends.support.exporting import export_program
 from src.shared.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class TensorRT(Backend):
         optimization_level: int | None = None  # TensorRT builder level 0-5; None: TensorRT's default (3)
         workspace_gib: float | None = None  # None: TensorRT's default (the device's memory)
         require_full_compilation: bool = False
-        cache: bool = True  # reuse an engine built for an identical job (src/backends/engine_cache.py)
+        cache: bool = True  # reuse an engine built for an identical job (support/engine_cache.py)
         cache_dir: str | None = None  # None: $BENCH_CACHE_DIR, else ~/.cache/gpu-inference-bench
 
     @classmethod

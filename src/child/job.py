@@ -1,6 +1,6 @@
 """What the measuring child does for one job: build, place, prepare, time, export.
 
-Runs in a fresh process (`src/worker.py`, launched by `src/parent/launch.py`); reports through a
+Runs in a fresh process (`src/child/worker.py`, launched by `src/parent/launch.py`); reports through a
 `ProgressWriter` (`src/shared/progress.py`) as it goes.
 """
 

@@ -16,7 +16,7 @@ one under way): `imports` (the first job's) at once, `later` (the other jobs') o
 so that the first job never waits for a library it does not use (MONAI's import takes seconds). Out
 (stdout): `{"pid"}` for a forked child, `{"refused": why}` instead, and `{"exited": pid, "code": exit code}`
 when a child ends (a signal as its negative number, as `subprocess` reports it). The template ends when its
-stdin closes (the launcher ended), and its children end with it (`src.worker` watches its parent).
+stdin closes (the launcher ended), and its children end with it (`src.child.worker` watches its parent).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def fork_job(request: dict, out: TextIO) -> dict:
         os.environ.clear()
         os.environ.update(env)
         sys.argv = ["-m", job_dir, str(os.getppid())]
-        from src.worker import main
+        from src.child.worker import main
 
         code = main(sys.argv)
     except BaseException:  # the child's own failure, printed to its log
@@ -130,7 +130,7 @@ def main() -> int:
             if ahead:
                 load([ahead.pop(0)], loaded)
             continue
-        if request is ENDED:  # the launcher ended: so does the template (its children follow, see src.worker)
+        if request is ENDED:  # the launcher ended: so does the template (its children follow: worker.py)
             return 0
         if "job_dir" in request:  # a job: its own libraries first, the others' after it is forked
             load(request.get("imports", []), loaded)

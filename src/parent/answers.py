@@ -10,7 +10,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from src.parent.tracking import is_server
+from src.parent.tracking import KIND_TAG, is_server
 from src.shared.results import JOB, LATENCY, PARITY, STABLE
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,6 @@ REFERENCE = {"backend": "eager", "precision": "fp32", "tf32": "default", "channe
 SAME_CELL = ("model", "variant", "input_shape", "batch_size", "smoke")
 NOTE = "mlflow.note.content"  # the run's description in the UI
 VIEW_TAG = "mlflow.sharedViewState."
-KIND_TAG = "mlflow.experimentKind"  # "custom_model_development": the UI opens on runs, not a GenAI overview
 
 
 def reference_run(client: Any, exp_id: str, params: dict[str, str], gpu_name: str | None) -> Any:
@@ -70,11 +69,10 @@ def fmt_img_s(v: float | None) -> str:
     return f"{v:.1f}" if v < 100 else f"{v:.0f}"
 
 
-def annotate(client: Any, run_id: str, params: dict[str, str]) -> None:
-    """Log the run's speed-up (where its reference exists) and write its description."""
-    run = client.get_run(run_id)
-    tags, metrics = run.data.tags, run.data.metrics
-    gain = speedup(client, run.info.experiment_id, params, tags, metrics)
+def annotate(client: Any, run_id: str, exp_id: str, params: dict, tags: dict, metrics: dict) -> None:
+    """Log the run's speed-up (where its reference exists) and write its description and colour, from
+    what the run was logged with (one lookup: the reference run)."""
+    gain = speedup(client, exp_id, params, tags, metrics)
     if gain is not None:
         client.log_metric(run_id, SPEEDUP, gain)
     note = describe(tags.get(JOB.status, "?"), tags.get(JOB.reason, ""), metrics, tags, gain)
@@ -86,7 +84,8 @@ def annotate_sweep(client: Any, runs: list) -> None:
     """Speed-ups the sweep's jobs could not log when they ended (their reference ran after them)."""
     for r in runs:
         if r.data.tags.get(JOB.status) == "ok" and SPEEDUP not in r.data.metrics:
-            annotate(client, r.info.run_id, r.data.params)
+            data = r.data
+            annotate(client, r.info.run_id, r.info.experiment_id, data.params, data.tags, data.metrics)
 
 
 # --- the MLflow UI: saved views ------------------------------------------------------------------------
@@ -201,6 +200,11 @@ def set_up_views(client: Any, exp_id: str, models: list[str]) -> list[str]:
         client.set_experiment_tag(exp_id, VIEW_TAG + view_key(model), json.dumps(saved))
         keys.append(view_key(model))
     return keys
+
+
+def saved_view(tag_value: str) -> dict[str, Any]:
+    """A saved view's state, from the experiment tag's envelope (`set_up_views`)."""
+    return json.loads(json.loads(tag_value)["state"])
 
 
 def run_color(params: dict[str, str]) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,12 @@ class Conclusion:
     headline: list[str] = field(default_factory=list)
 
 
-def conclude(client: Any, parent: str, report_out: Path | None) -> Conclusion:
+# `src.report.make` (the report command's own function, handed down by the entry points that conclude):
+# (tracking uri, experiment, parent run, filter, folder, log to the run) -> (files, best) or None
+MakeReport = Callable[[str, str, str, str | None, Path, bool], Any]
+
+
+def conclude(client: Any, parent: str, report_out: Path | None, make_report: MakeReport) -> Conclusion:
     """Bring the sweep's run up to date with every job run under it (`report_out`: None, no report)."""
     runs = tracking.children(client, parent)
     counts = Counter(r.data.tags.get(JOB.status, "unknown") for r in runs)
@@ -44,7 +50,8 @@ def conclude(client: Any, parent: str, report_out: Path | None) -> Conclusion:
     linked = {i: client.get_run(i).data.metrics for i in ids}
     sweep = client.get_run(parent)
     exp_id = sweep.info.experiment_id
-    report = _report(client, parent, client.get_experiment(exp_id).name, runs, report_out)
+    experiment = client.get_experiment(exp_id).name
+    report = _report(client, parent, experiment, runs, report_out, make_report)
     models = sorted({r.data.params.get("model", "") for r in runs} - {""})
     keys = answers.set_up_views(client, exp_id, models)
     done = Conclusion(runs, counts, linked, models, keys, report, headline(runs, linked))
@@ -52,15 +59,15 @@ def conclude(client: Any, parent: str, report_out: Path | None) -> Conclusion:
     return done
 
 
-def _report(client: Any, parent: str, experiment: str, runs: list, out: Path | None) -> Path | None:
+def _report(
+    client: Any, parent: str, experiment: str, runs: list, out: Path | None, make_report: MakeReport
+) -> Path | None:
     """The sweep's report, logged to its parent run, and its best runs tagged. A report that cannot be
     made never fails the sweep."""
     if out is None or not runs:
         return None
-    from src import report
-
     try:
-        made = report.make(client.tracking_uri, experiment, parent, None, out, log_to_run=True)
+        made = make_report(client.tracking_uri, experiment, parent, None, out, True)
     except Exception as exc:
         log.warning("could not write the sweep's report (%s: %s)", type(exc).__name__, exc)
         return None

@@ -20,8 +20,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from src.backends import BACKENDS
 from src.models import MODELS
-from src.parent.launch import START_MODES
 from src.shared.errors import ConfigError
+from src.shared.progress import START_MODES
 from src.shared.registry import load_plugins
 from src.shared.spec import (
     BackendConfig,
@@ -126,6 +126,16 @@ class BenchConfig:
         """The model as the job runs it: with smoke=true, its tiny shape is the input shape."""
         return replace(self.model, input_shape=self.model.smoke_input_shape) if self.smoke else self.model
 
+    def parent_settings(self) -> ParentSettings:
+        return ParentSettings(
+            tracking=self.tracking,
+            search=self.search,
+            report=self.report,
+            force=self.force,
+            child_start=self.child_start,
+            progress_every_s=self.progress_every_s,
+        )
+
     def job_spec(self) -> JobSpec:
         return JobSpec(
             model=self.job_model(),
@@ -140,6 +150,29 @@ class BenchConfig:
             telemetry=self.telemetry,
             plugins=tuple(self.plugins),
         )
+
+
+@dataclass(frozen=True)
+class ParentSettings:
+    """What the Hydra process needs per job beyond its JobSpec, typed; declared (with defaults) in
+    `BenchConfig` and its sections only."""
+
+    tracking: TrackingConfig
+    search: SearchConfig
+    report: ReportConfig
+    force: bool
+    child_start: str
+    progress_every_s: float
+
+
+@dataclass(frozen=True)
+class Job:
+    """One validated job, as the Hydra process hands it down: what the child measures, what the parent
+    does with it, and the composed config as the job ran it (logged as `config.yaml`)."""
+
+    spec: JobSpec
+    settings: ParentSettings
+    config_yaml: str
 
 
 ConfigStore.instance().store(name="base_config", node=BenchConfig)
@@ -169,10 +202,15 @@ def gpu_shorthand(argv: list[str]) -> list[str]:
     return [_GPU_INDICES.sub(r"gpu.index=\1", a) for a in argv]
 
 
+def own_settings(cfg: DictConfig) -> dict:
+    """The composed config without Hydra's node (which needs Hydra's runtime), resolved."""
+    own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return OmegaConf.to_container(own, resolve=True)  # type: ignore[return-value]
+
+
 def to_bench_config(cfg: DictConfig) -> BenchConfig:
     """The composed config as validated dataclasses, or ConfigError naming what is allowed."""
-    own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # Hydra's node needs its runtime
-    own = OmegaConf.to_container(own, resolve=True)
+    own = own_settings(cfg)
     try:
         typed = OmegaConf.merge(OmegaConf.structured(BenchConfig), own)
     except ConfigKeyError as exc:  # `+foo=1`: Hydra adds keys the schema does not have
@@ -203,6 +241,13 @@ def unknown_key(key: str) -> str:
     return f"unknown setting '{key}'; allowed at {section or 'the top level'}: {allowed}"
 
 
+def to_job(cfg: DictConfig) -> Job:
+    """Validate a composed config into a Job, or raise ConfigError naming what is allowed."""
+    bench = to_bench_config(cfg)
+    text = OmegaConf.to_yaml(OmegaConf.create(own_settings(cfg)))
+    return Job(bench.job_spec(), bench.parent_settings(), text)
+
+
 def to_spec(cfg: DictConfig) -> JobSpec:
     """Validate a composed config into a JobSpec, or raise ConfigError naming what is allowed."""
     return to_bench_config(cfg).job_spec()
@@ -212,7 +257,8 @@ def beyond_study_rows(cfg: DictConfig) -> bool:
     """A sweep's `batch_index` past this model's study batch sizes: not a cell of the study, so not a job
     (the study preset sweeps as many indices as the model with the most rows has). A single run asking
     for it is refused instead."""
-    i, sizes = cfg.get("batch_index"), cfg.model.get("study_batch_sizes") or []
+    i = OmegaConf.select(cfg, "batch_index")
+    sizes = OmegaConf.select(cfg, "model.study_batch_sizes", default=None) or []
     return isinstance(i, int) and len(sizes) > 0 and i >= len(sizes)
 
 

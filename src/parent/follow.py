@@ -1,5 +1,5 @@
 """A sweep a person can follow: each job's place in the sweep (`[k/N]`), the time spent and an estimate of
-what is left, and the phase of a long job at least every PHASE_EVERY_S seconds."""
+what is left, and the phase of a long job at least every `progress_every_s` seconds."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = ".bench_sweep.json"  # in the sweep folder: the number of jobs and when the sweep started
 JOBS_DIR = ".bench_jobs"  # in the sweep folder: a note per job as it starts and as it ends
-PHASE_EVERY_S = 15.0
 PHASES = {
     "": "starting",
     "setup": "starting",
@@ -108,27 +108,25 @@ def heartbeat(where: Position, label: str) -> Callable[[str, float], None]:
     return report
 
 
-def count_done(cfg: object, parent: str) -> None:
+def count_done(client: Any, parent: str) -> None:
     """`jobs_done` on the sweep's parent run: its job runs that have ended, whatever launcher ran them."""
     from src.parent import tracking
 
     try:
-        client = tracking.open_client(tracking.tracking_uri(cfg.tracking.uri))  # type: ignore[attr-defined]
         done = sum(r.info.status != "RUNNING" for r in tracking.children(client, parent))
         client.log_metric(parent, "jobs_done", done)
     except Exception as exc:  # the tracking server went away: the sweep goes on
         log.warning("could not count the sweep's finished jobs (%s: %s)", type(exc).__name__, exc)
 
 
-def single_run_end(cfg: object, run_id: str, status: str) -> None:
+def single_run_end(client: Any, run_id: str, status: str) -> None:
     """A single run ends as a sweep does: its name and id, its status and where to look at it."""
-    from src.parent import answers, tracking
+    from src.parent import answers
 
     if not run_id:
         return
     try:
-        uri = tracking.tracking_uri(cfg.tracking.uri)  # type: ignore[attr-defined]
-        client = tracking.open_client(uri)
+        uri = client.tracking_uri
         run = client.get_run(run_id)
         exp_id = run.info.experiment_id
         answers.set_up_views(client, exp_id, [run.data.params.get("model", "")])

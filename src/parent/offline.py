@@ -19,7 +19,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from src.parent import answers, tracking
+from src.parent import answers, conclude, tracking
 from src.parent.tracking import NewRun
 from src.shared.results import JobResult
 
@@ -69,7 +69,10 @@ def upload(path: Path, uri: str | None = None) -> str:
         record["run_id"] = run_id
         path.write_text(json.dumps(record, indent=1), encoding="utf-8")
     tracking.finish_job_run(client, run_id, result, dirs, steps)
-    answers.annotate(client, run_id, client.get_run(run_id).data.params)
+    run = client.get_run(run_id)  # its experiment, and its params as created
+    params = {**run.data.params, **result.params}
+    annotate = answers.annotate
+    annotate(client, run_id, run.info.experiment_id, params, result.run_tags(), result.run_metrics())
     path.rename(path.with_name("uploaded.json"))
     return run_id
 
@@ -82,14 +85,12 @@ def save_parent(sweep_dir: Path, uri: str, run_id: str, status: str, report_out:
     (sweep_dir / PARENT_PENDING).write_text(json.dumps(record), encoding="utf-8")
 
 
-def end_parent(path: Path, uri: str | None = None) -> str:
-    """Conclude the sweep's run over every job now logged, and end it."""
-    from src.parent import conclude
-
+def end_parent(path: Path, make_report: conclude.MakeReport, uri: str | None = None) -> str:
+    """Conclude the sweep's run over every job now logged (`make_report`: `src.report.make`), and end it."""
     record = json.loads(path.read_text(encoding="utf-8"))
     client = tracking.open_client(uri or record["tracking_uri"])
     out = record.get("report_out")
-    conclude.conclude(client, record["run_id"], Path(out) if out else None)
+    conclude.conclude(client, record["run_id"], Path(out) if out else None, make_report)
     client.set_terminated(record["run_id"], record["status"])
     path.rename(path.with_name("parent_uploaded.json"))
     return record["run_id"]

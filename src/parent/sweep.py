@@ -15,11 +15,10 @@ from omegaconf import DictConfig
 
 from src.parent import early, preflight
 from src.parent.compose import compose_all
-from src.parent.config import beyond_study_rows, to_spec, unsupported_combination
+from src.parent.config import Job, beyond_study_rows, to_job, unsupported_combination
 from src.shared.errors import ConfigError
 from src.shared.registry import load_plugins
 from src.shared.results import JOB, LATENCY, STABLE
-from src.shared.spec import JobSpec
 
 log = logging.getLogger(__name__)
 FAILED_EXIT = 3  # the exit status when any job ended `failed` or `timeout` (README, "Exit codes")
@@ -62,26 +61,26 @@ def sweep_configs(
             continue
         _verdicts[tuple(job)] = verdict
         if verdict[0] == "job":  # its plugins were imported where it was checked: here too
-            load_plugins(verdict[1].plugins)
+            load_plugins(verdict[1].spec.plugins)
     return [(job, cfg) for job, (cfg, _) in zip(jobs, done, strict=True)]
 
 
 def _verdict(cfg: DictConfig, single: bool = False) -> tuple[str, Any]:
     """A composed job's check: ('absent', None): in a sweep, not a cell of the study; ('refused', why);
-    ('job', its JobSpec)."""
+    ('job', its Job)."""
     try:
         if not single and beyond_study_rows(cfg):
             return "absent", None
-        return "job", to_spec(cfg)
+        return "job", to_job(cfg)
     except ConfigError as exc:
         return "refused", str(exc)
 
 
-def checked_spec(overrides: list[str]) -> JobSpec | None:
-    """The JobSpec that this process's sweep check made for the job with these overrides, if it made one
+def checked_job(overrides: list[str]) -> Job | None:
+    """The Job that this process's sweep check made for the job with these overrides, if it made one
     (the job then skips checking its config again)."""
-    kind, spec = _verdicts.get(tuple(overrides), (None, None))
-    return spec if kind == "job" else None
+    kind, job = _verdicts.get(tuple(overrides), (None, None))
+    return job if kind == "job" else None
 
 
 def share_compositions(config: DictConfig, composed: list[tuple[list[str], Any]]) -> None:
@@ -123,9 +122,9 @@ def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) ->
         why = found
         if kind == "job":
             real.append(number)
-            why = unsupported_combination(found)
+            why = unsupported_combination(found.spec)
             if single and not why:  # alone, what cannot run is bad input (a sweep records a result)
-                why = early.refusal(found)
+                why = early.refusal(found.spec)
             if why and not single:
                 refused[why] += 1
                 continue

@@ -77,7 +77,7 @@ _idle_read: dict[int, tuple[float, float]] = {}  # NVML index -> (watts, monoton
 def idle_power(nvml_index: int, seconds: float, hz: float, once: bool) -> tuple[float | None, float | None]:
     """Idle power and its age in seconds. `once`: read before this process's first job on the GPU, when
     none of its jobs has warmed the card yet (read right after a job, a card reads well above its settled
-    idle for seconds: docs/investigations.md), and reused; a failed reading is tried again next job."""
+    idle for seconds), and reused; a failed reading is tried again next job."""
     if once and nvml_index in _idle_read:
         watts, at = _idle_read[nvml_index]
         return watts, time.monotonic() - at

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "inference-bench"
 PARENT_ENV = "BENCH_PARENT_RUN_ID"  # the run that this invocation's job runs hang under
+KIND_TAG = "mlflow.experimentKind"  # an experiment's kind in the UI
 PARENT_FILE = ".mlflow_parent_run_id"  # the same, in the sweep folder, for launchers in other processes
 MAX_TAG_CHARS = 7000
 # MLflow's run status for each job status: a measured OOM or an unsupported combination is a finished result.
@@ -95,14 +96,11 @@ def experiment_id(client, name: str | None, parent_run_id: str | None = None) ->
     if db is not None:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "experiment"
         location = (db.parent / "artifacts" / slug).as_uri()
-    try:
-        exp_id = client.create_experiment(name, artifact_location=location)
+    try:  # the UI opens such an experiment on its runs, not on a GenAI overview
+        kind = {KIND_TAG: "custom_model_development"}
+        return client.create_experiment(name, artifact_location=location, tags=kind)
     except MlflowException:  # created meanwhile by another process
         return client.get_experiment_by_name(name).experiment_id
-    from src.parent import answers
-
-    answers.set_up_views(client, exp_id, [])  # the UI opens on runs, with the comparison view saved
-    return exp_id
 
 
 def log_all(
@@ -142,9 +140,10 @@ class NewRun:
     params: dict[str, str]
 
 
-def create_job_run(client, new: NewRun) -> str:
-    """Create the job's run (under its parent, in the parent's or the named experiment) and log its params."""
-    exp_id = experiment_id(client, new.experiment, new.parent)
+def create_job_run(client, new: NewRun, exp_id: str | None = None) -> str:
+    """Create the job's run (under its parent, in `exp_id`, else the parent's or the named experiment)
+    and log its params."""
+    exp_id = exp_id or experiment_id(client, new.experiment, new.parent)
     run_id = start_run(client, exp_id, new.name, new.parent, new.tags)
     log_all(client, run_id, params=new.params)
     return run_id

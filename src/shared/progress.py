@@ -1,6 +1,6 @@
 """The file protocol between the Hydra process and the measuring child, in one job folder.
 
-The parent writes `spec.json` (the `JobSpec`) and starts `python -m src.worker JOB_DIR LAUNCHER_PID`. The
+The parent writes `spec.json` (the `JobSpec`) and starts `python -m src.child.worker JOB_DIR PID`. The
 child appends JSON lines to `progress.jsonl` as it goes (phase entered, params, tags, metrics, and finally
 a status line), flushing each, so whatever was measured survives a hang, a crash or a kill; its output goes
 to `child.log`, the files it built to `artifacts/`. The parent folds the lines into one `JobResult`.
@@ -22,6 +22,7 @@ SPEC = "spec.json"
 PROGRESS = "progress.jsonl"
 CHILD_LOG = "child.log"
 ARTIFACTS = "artifacts"
+START_MODES = ("template", "fresh")  # how a job's child starts: forked by the template, or a new interpreter
 LAUNCHED_AT = "BENCH_LAUNCHED_AT"  # in the child's environment: when the launcher asked for it (Unix time)
 
 

@@ -1,4 +1,4 @@
-"""Entry point of the measuring child: `python -m src.worker JOB_DIR [LAUNCHER_PID]` (started by
+"""Entry point of the measuring child: `python -m src.child.worker JOB_DIR [LAUNCHER_PID]` (started by
 `src/parent/launch.py`, which passes its own pid: the child ends if that process dies). Runs `src.child`."""
 
 from __future__ import annotations

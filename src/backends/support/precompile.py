@@ -1,10 +1,10 @@
 """Dynamo's ahead-of-time precompile for the `compile` backend: trace and compile once, keep the result.
 
 With Inductor's caches hit, a compiled job still spends most of a warm build in Dynamo tracing the model
-again (no cache covers it; docs/investigations.md, "A study sweep's wall time"). Dynamo's precompile
+again (no cache covers it). Dynamo's precompile
 (`torch.compile(model, fullgraph=True)._aot_compile`, experimental since torch 2.10) captures the whole
 graph, compiles it with the same backend and mode, and serializes the compiled module with its guards.
-The module is stored in the engine cache (src/backends/engine_cache.py: the job's model, weights, batch,
+The module is stored in the engine cache (engine_cache.py: the job's model, weights, batch,
 precision and layout, the device, torch and the model library's versions, the mode), and a later job with
 the same key loads it instead of tracing. Its guards are checked on every call, as the JIT path's are.
 
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from src.backends.engine_cache import EngineCache, cache_key, cache_root, device_identity, key_inputs
+from src.backends.support.engine_cache import EngineCache, cache_key, cache_root, device_identity, key_inputs
 from src.shared.envinfo import cpu_model, library_versions
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from src.backends.engine_cache import cache_root
+from src.backends.support.engine_cache import cache_root
 
 CACHE_COUNTERS = {
     "fxgraph_cache_hit": ("inductor", "fxgraph_cache_hit"),

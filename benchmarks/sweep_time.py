@@ -1,6 +1,6 @@
 """Where a sweep's wall time goes: the study grid run on this host as named sweeps, figures side by side.
 
-python scripts/sweep_time.py [--sweeps cold,warm,old] [--store DIR] [--out FILE.md] [-- OVERRIDES...]
+python benchmarks/sweep_time.py [--sweeps cold,warm,old] [--store DIR] [--out FILE.md] [-- OVERRIDES...]
 
 Each sweep runs `python -m src.bench +experiment=study hydra.sweeper.params.batch_index=0,1` (the three
 models at their two study batch sizes x the four study columns: 24 jobs) into its own experiment of one
@@ -8,7 +8,7 @@ store, with one compile cache (`BENCH_CACHE_DIR`) for all of them. The sweeps, i
 
 - `cold`: the project's defaults, the compile cache emptied first;
 - `warm`: the defaults again, the cache as the sweeps before left it;
-- `old`: the way jobs were measured and started before issue 16 (`measure.stop=fixed child_start=fresh`);
+- `old`: a fixed count of timed calls in a fresh interpreter per job (`measure.stop=fixed child_start=fresh`);
 - `fresh`, `template`: the defaults with `child_start=fresh` or `child_start=template`.
 
 OVERRIDES go to every sweep (e.g. `gpu=0`, or `smoke=true` for a quick look on a CPU). `--store DIR` keeps
@@ -231,7 +231,7 @@ def main() -> None:
         out += breakdown(runs[e["experiment"]])
     out += [
         "",
-        "Throughput of every ok job, and the defaults against `old` (the measurement before issue 16):",
+        "Throughput of every ok job, and the defaults against `old` (fixed counts, fresh interpreters):",
         "",
     ]
     out += figures(ledger, runs)

@@ -4,8 +4,8 @@ Same model builder, same inputs, same precision/layout placement as a benchmark 
 here in a few lines of plain PyTorch, not by the harness's backend classes; then a bare loop: warm-up,
 synchronise, N calls, synchronise, images/s = batch * N / elapsed. No child process, no events, no MLflow.
 
-    python scripts/plain_loop.py --model densenet --batch 32 --iters 200 --warmup 20
-    python scripts/plain_loop.py --backend compile --precision fp16 --channels-last --batch 256
+    python benchmarks/plain_loop.py --model densenet --batch 32 --iters 200 --warmup 20
+    python benchmarks/plain_loop.py --backend compile --precision fp16 --channels-last --batch 256
 
 Compiled backends use Inductor's cache in $TORCHINDUCTOR_CACHE_DIR (point it at the sweep's,
 ~/.cache/gpu-inference-bench/inductor, to skip recompiling what a sweep compiled).
