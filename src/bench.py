@@ -117,5 +117,5 @@ def exit_now(code: int) -> NoReturn:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _terminated)
-    sys.argv = _config.gpu_shorthand(sys.argv)
+    sys.argv = _config.shorthands(sys.argv)
     exit_now(run())

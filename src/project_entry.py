@@ -7,7 +7,8 @@ import shlex
 import sys
 
 from src import bench
+from src.parent.config import shorthands
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], *(word for arg in sys.argv[1:] for word in shlex.split(arg))]
+    sys.argv = shorthands([sys.argv[0], *(word for arg in sys.argv[1:] for word in shlex.split(arg))])
     bench.exit_now(bench.run())

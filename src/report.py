@@ -26,7 +26,7 @@ from src.models import MODELS
 from src.parent import tracking
 from src.parent.answers import fmt_img_s
 from src.shared.errors import ConfigError
-from src.shared.results import JOB, LATENCY, LINK, NAMEPLATE, PARITY, STABLE, Stability
+from src.shared.results import ENERGY, JOB, LATENCY, LINK, NAMEPLATE, PARITY, STABLE, Stability
 from src.shared.spec import Precision
 
 FAIL_MARK = " †"
@@ -120,7 +120,7 @@ def tidy(df: Any) -> Any:
             "img_s": pd.to_numeric(col(f"metrics.{LATENCY.throughput_img_s}"), errors="coerce"),
             "p50_ms": col(f"metrics.{LATENCY.latency_p50_ms}"),
             "p99_ms": col(f"metrics.{LATENCY.latency_p99_ms}"),
-            "img_per_j": col("metrics.img_per_j"),
+            "img_per_j": col(f"metrics.{ENERGY.img_per_j}"),
             "img_s_per_plate_w": col(f"metrics.{NAMEPLATE.img_per_s_per_nameplate_w}"),
             "parity": col(f"tags.{PARITY.parity}").fillna("-"),
             "rel_l2": col(f"metrics.{PARITY.parity_rel_l2_err}"),

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from src import PROJECT_ROOT
-from src.parent.config import to_spec  # also registers the schema with Hydra's ConfigStore
+from src.parent.config import shorthands, to_spec  # also registers the schema with Hydra's ConfigStore
 from src.shared.spec import JobSpec
 
 TEST_CONF = Path(__file__).parent / "conf"
@@ -36,7 +36,7 @@ QUICK = [
 
 def compose_cfg(*overrides: str) -> DictConfig:
     with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose("config", list(overrides))
+        return compose("config", shorthands(list(overrides)))
 
 
 def make_spec(*overrides: str) -> JobSpec:

@@ -4,6 +4,7 @@ defects that must not come back (each test fails where the defect is)."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import subprocess
 import sys
@@ -59,6 +60,95 @@ def test_a_setting_is_declared_in_exactly_one_dataclass(field: str) -> None:
                         declared.append(f"{path.relative_to(SRC)}:{node.name}")
     assert len(declared) == 1, declared
     assert field not in (PROJECT_ROOT / "conf" / "config.yaml").read_text()  # no second copy of defaults
+
+
+def config_dataclasses() -> dict[str, type]:
+    """Every dataclass a setting is declared in: the schema's sections and each registered backend's and
+    model's Options."""
+    from src.backends import BACKENDS
+    from src.models import MODELS
+    from src.parent.config import SECTIONS, BenchConfig
+
+    found = {"config": BenchConfig, **SECTIONS}
+    found.update({f"backend/{n}": BACKENDS.get(n).Options for n in BACKENDS.names()})
+    found.update({f"model/{n}": MODELS.get(n).Options for n in MODELS.names()})
+    return found
+
+
+def default_of(f: dataclasses.Field) -> object:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def same(value: object, default: object) -> bool:
+    return (list(default) if isinstance(default, tuple) else default) == value
+
+
+def test_every_option_is_declared_in_one_dataclass() -> None:
+    """An option several backends (or models) share with one default (`cache_dir`) lives in one base
+    class, not in each; a name with its own default per entry (`num_classes`) is a setting of each."""
+    written: dict[str, dict[str, object]] = {}
+    for name, cls in config_dataclasses().items():
+        kind = name.split("/")[0]
+        if kind == name:
+            continue
+        for f in dataclasses.fields(cls):
+            owner = next(k for k in reversed(cls.__mro__) if f.name in vars(k).get("__annotations__", {}))
+            written.setdefault(f"{kind}:{f.name}", {})[owner.__qualname__] = default_of(f)
+    twice = {k: sorted(v) for k, v in written.items() if len(v) > 1 and len(set(map(repr, v.values()))) == 1}
+    assert twice == {}
+
+
+def test_a_yaml_file_selects_and_overrides_but_never_repeats_a_default() -> None:
+    """Every key of conf/'s group files is a field of its dataclass (options: of the entry's Options),
+    and none is written with the value its dataclass gives it already."""
+    import yaml
+
+    from src.backends import BACKENDS
+    from src.models import MODELS
+    from src.parent.config import SECTIONS
+
+    classes = config_dataclasses()
+    problems = []
+    for path in sorted((PROJECT_ROOT / "conf").rglob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        group = path.parent.name
+        where = str(path.relative_to(PROJECT_ROOT))
+        sections = {group: data} if group in SECTIONS else {k: v for k, v in data.items() if k in SECTIONS}
+        for section, values in sections.items():
+            if not isinstance(values, dict):
+                continue
+            name = values.get("name") or (path.stem if group == section else None)
+            registry = {"backend": BACKENDS, "model": MODELS}.get(section)
+            fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+            for key, value in values.items():
+                if key == "defaults":  # Hydra's defaults list
+                    continue
+                if key == "options" and registry is not None and name in registry.names():
+                    options = {f.name: f for f in dataclasses.fields(classes[f"{section}/{name}"])}
+                    for opt, v in (value or {}).items():
+                        if opt not in options:
+                            problems.append(f"{where}: {section}.options.{opt} is no option")
+                        elif same(v, default_of(options[opt])):
+                            problems.append(f"{where}: {section}.options.{opt} repeats its default")
+                elif key not in fields:
+                    problems.append(f"{where}: {section}.{key} is no setting")
+                elif same(value, default_of(fields[key])):
+                    problems.append(f"{where}: {section}.{key} repeats its default")
+    assert problems == []
+
+
+def test_no_setting_of_the_root_is_written_in_the_primary_config() -> None:
+    import yaml
+
+    from src.parent.config import BenchConfig
+
+    primary = yaml.safe_load((PROJECT_ROOT / "conf" / "config.yaml").read_text())
+    assert set(primary) <= {"defaults", "hydra"}
+    assert not {f.name for f in dataclasses.fields(BenchConfig)} & set(primary)
 
 
 @pytest.mark.parametrize(

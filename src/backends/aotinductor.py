@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from src.backends.base import BACKENDS, Backend
+from src.backends.base import BACKENDS, Backend, EngineCacheOptions
 from src.backends.support.engine_cache import EngineCache, cache_key, cache_root, device_identity, key_inputs
 from src.backends.support.exporting import export_program
 from src.backends.support.inductor import cache_counts, cache_state, use_persistent_caches
@@ -32,10 +32,8 @@ class AOTInductor(Backend):
     imports = ("torch._dynamo", "torch._inductor.compile_fx", "torch.export")
 
     @dataclass(frozen=True)
-    class Options:
+    class Options(EngineCacheOptions):
         max_autotune: bool = False  # Inductor's max_autotune for the package's kernels (long builds)
-        cache: bool = True  # reuse the package built for an identical job; the run says hit / miss
-        cache_dir: str | None = None  # None: $BENCH_CACHE_DIR, else ~/.cache/gpu-inference-bench
         cxx: str | None = None  # C++ compiler of the package's wrapper; None: Inductor's ($CXX, else g++)
 
         def __post_init__(self) -> None:

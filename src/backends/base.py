@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,6 +21,20 @@ if TYPE_CHECKING:
     from src.shared.spec import JobSpec, ModelConfig
 
 BACKENDS: Registry[type[Backend]] = Registry("backend", "src.backends")
+
+
+@dataclass(frozen=True)
+class CacheDirOption:
+    """For backends with caches: where they live (declared once for all of them)."""
+
+    cache_dir: str | None = None  # None: $BENCH_CACHE_DIR, else ~/.cache/gpu-inference-bench
+
+
+@dataclass(frozen=True)
+class EngineCacheOptions(CacheDirOption):
+    """For backends whose whole build is cached (TensorRT engines, AOTInductor packages)."""
+
+    cache: bool = True  # reuse what was built for an identical job; the run says hit / miss
 
 
 class Backend(ABC):

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from src.backends.base import BACKENDS, Backend
+from src.backends.base import BACKENDS, Backend, CacheDirOption
 from src.backends.support import precompile
 from src.backends.support.inductor import cache_counts, cache_state, use_persistent_caches
 from src.shared.errors import ConfigError
@@ -52,12 +52,11 @@ class Compile(Backend):
     imports = ("torch._dynamo", "torch._inductor.compile_fx")
 
     @dataclass(frozen=True)
-    class Options:
+    class Options(CacheDirOption):
         mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
         fullgraph: bool = False  # true: a graph break is an error instead of a warning
         warm_calls: int = 3  # calls made while preparing (compile, CUDA-graph recording); part of the build
         precompile: bool = True  # Dynamo's precompile, kept in the engine cache (support/precompile.py)
-        cache_dir: str | None = None  # None: $BENCH_CACHE_DIR, else ~/.cache/gpu-inference-bench
 
         def __post_init__(self) -> None:
             if self.mode not in MODES:

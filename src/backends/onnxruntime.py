@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from src.backends.base import BACKENDS, Backend, missing
+from src.backends.base import BACKENDS, Backend, CacheDirOption, missing
 from src.backends.support.engine_cache import cache_root
 from src.backends.support.exporting import export_program
 from src.shared.errors import ConfigError, Unavailable, Unsupported
@@ -47,13 +47,12 @@ class OnnxRuntime(Backend):
     channels_last = False  # ONNX tensors are dense NCHW: a channels-last buffer would be read wrongly
 
     @dataclass(frozen=True)
-    class Options:
+    class Options(CacheDirOption):  # cache_dir: the TensorRT provider's engine cache
         provider: str = (
             "auto"  # auto | tensorrt | cuda | cpu (auto: tensorrt > cuda on a GPU, cpu on the CPU)
         )
         opset: int | None = None  # None: the exporter's default
         optimize: bool = True  # the exporter's graph optimisation (constant folding, ...)
-        cache_dir: str | None = None  # TensorRT provider's engine cache; None: $BENCH_CACHE_DIR, ...
 
         def __post_init__(self) -> None:
             if self.provider not in PROVIDERS:

@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from src.backends.base import BACKENDS, Backend, missing
+from src.backends.base import BACKENDS, Backend, EngineCacheOptions, missing
 from src.backends.support.engine_cache import EngineCache, cache_key, cache_root, key_inputs
 from src.backends.support.exporting import export_program
 from src.shared.errors import Unavailable
@@ -125,13 +125,11 @@ def partition_counts(compiled: torch.fx.GraphModule) -> tuple[int, Counter]:
 @BACKENDS.register("tensorrt")
 class TensorRT(Backend):
     @dataclass(frozen=True)
-    class Options:
+    class Options(EngineCacheOptions):
         min_block_size: int = 5  # torch-tensorrt's default: smaller TensorRT-capable runs stay in PyTorch
         optimization_level: int | None = None  # TensorRT builder level 0-5; None: TensorRT's default (3)
         workspace_gib: float | None = None  # None: TensorRT's default (the device's memory)
         require_full_compilation: bool = False
-        cache: bool = True  # reuse an engine built for an identical job (support/engine_cache.py)
-        cache_dir: str | None = None  # None: $BENCH_CACHE_DIR, else ~/.cache/gpu-inference-bench
 
     @classmethod
     def version(cls) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from src.parent.tracking import KIND_TAG, is_server
-from src.shared.results import JOB, LATENCY, PARITY, STABLE
+from src.shared.results import ENERGY, JOB, LATENCY, PARITY, STABLE
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ COLUMNS = [  # the saved views' columns, in this order, after the run's name
     ("metrics", LATENCY.throughput_img_s),
     ("metrics", LATENCY.latency_p99_ms),
     ("metrics", SPEEDUP),
-    ("metrics", "img_per_j"),
+    ("metrics", ENERGY.img_per_j),
     ("attributes", "Description"),
     ("params", "backend.mode"),
     ("metrics", LATENCY.throughput_spread_pct),
@@ -110,7 +110,7 @@ RUN_NAME_COLUMN = ("attributes", "Run Name")
 CHARTS = [
     (LATENCY.throughput_img_s, "images/s"),
     (SPEEDUP, "speed-up over eager fp32"),
-    ("img_per_j", "images per joule"),
+    (ENERGY.img_per_j, "images per joule"),
 ]
 SCATTER_TITLE = "p99 latency (ms) against images/s"
 SECTION = "bench-section"  # the one chart section of the views

@@ -11,7 +11,7 @@ model is built or any MLflow state is written.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -121,6 +121,12 @@ class BenchConfig:
                 problems.append(str(exc))
         if problems:
             raise ConfigError("; ".join(problems))
+        # every option with its value, defaults included (declared once: the Options dataclasses), so
+        # the job's key, params and spec name what ran whether or not a value was given
+        backend = BACKENDS.get(self.backend.name)
+        self.backend.options = as_settings(backend.parse_options(self.backend.name, self.backend.options))
+        model = MODELS.get(self.model.name)
+        self.model.options = as_settings(model.parse_options(self.model.name, self.model.options))
 
     def job_model(self) -> ModelConfig:
         """The model as the job runs it: with smoke=true, its tiny shape is the input shape."""
@@ -150,6 +156,11 @@ class BenchConfig:
             telemetry=self.telemetry,
             plugins=tuple(self.plugins),
         )
+
+
+def as_settings(options: Any) -> dict[str, Any]:
+    """An Options dataclass as the settings dict it came from (sequences as lists, as YAML gives them)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()}
 
 
 @dataclass(frozen=True)
@@ -196,10 +207,20 @@ OmegaConf.register_new_resolver("gpu_count", gpu_count, replace=True)
 _GPU_INDICES = re.compile(r"^gpu=(\d+(?:,\d+)*)$")
 
 
+_OPTION = re.compile(r"^((?:backend|model)\.options\.[\w.]+=)")
+
+
 def gpu_shorthand(argv: list[str]) -> list[str]:
     """`gpu=1` / `gpu=0,1` (GPU indices, as nvidia-smi numbers them) mean `gpu.index=...`: Hydra reads a bare
     number as an integer, which cannot name a config file of the `gpu` group."""
     return [_GPU_INDICES.sub(r"gpu.index=\1", a) for a in argv]
+
+
+def shorthands(argv: list[str]) -> list[str]:
+    """The command line as Hydra needs it: `gpu_shorthand`, and `backend.options.X=v` / `model.options.X=v`
+    set whether or not the group's YAML names the option (`++`): options are declared in their dataclass
+    only, so the YAML lists none of them."""
+    return [_OPTION.sub(r"++\1", a) for a in gpu_shorthand(argv)]
 
 
 def own_settings(cfg: DictConfig) -> dict:

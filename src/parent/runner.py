@@ -25,7 +25,7 @@ from src.parent.resume import candidate_keys, config_key, finished_run, skipped
 from src.shared.envinfo import git_info, host_tags, library_versions
 from src.shared.errors import Status
 from src.shared.progress import ARTIFACTS, CHILD_LOG, PROGRESS, SPEC, read_progress
-from src.shared.results import JOB, LATENCY, LINK, JobResult
+from src.shared.results import ENERGY, JOB, LATENCY, LINK, STABLE, JobResult
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,8 @@ def _record(
         _finish(session, run_id, result, job_dir, settings.log_engine, trace, new_run)
     throughput = result.metrics.get(LATENCY.throughput_img_s)
     figure = f", {throughput:.1f} img/s" if throughput is not None and result.status is Status.OK else ""
-    if result.tags.get("stable") == "false":
-        figure += f" (unstable: {result.tags.get('unstable_reason', '')})"
+    if result.tags.get(STABLE.stable) == "false":
+        figure += f" (unstable: {result.tags.get(STABLE.unstable_reason, '')})"
     why = f" ({result.reason})" if result.reason else ""
     where.note(time.monotonic() - started, measured=measured and result.status is not Status.SKIPPED)
     log.info(where.line(f"{spec.label}: {result.status.value}{figure}{why}", finished=True))
@@ -204,7 +204,7 @@ def _finish(
     engine = job_dir / ARTIFACTS / "engine"
     if not log_engine:
         shutil.rmtree(engine, ignore_errors=True)
-    edges = result.metrics.get("window_start_unix"), result.metrics.get("window_end_unix")
+    edges = result.metrics.get(ENERGY.window_start_unix), result.metrics.get(ENERGY.window_end_unix)
     steps = telemetry.step_metrics(trace, *edges)
     dirs = [job_dir / ARTIFACTS, meta]
     try:

@@ -76,24 +76,23 @@ class EnergyWindow:
     idle_power_w: float | None = None
 
     def metrics(self) -> dict[str, float]:
-        m = {"window_start_unix": self.start_unix, "window_end_unix": self.end_unix}
+        m = {ENERGY.window_start_unix: self.start_unix, ENERGY.window_end_unix: self.end_unix}
         if self.idle_power_w is not None:
-            m["idle_power_w"] = self.idle_power_w
+            m[ENERGY.idle_power_w] = self.idle_power_w
         if self.joules is None:
             return m
-        m.update(
-            energy_j=self.joules,
-            energy_j_per_img=self.joules / self.images,
-            power_mean_w=self.joules / self.window_s,
-            img_per_j=self.images / self.joules,
-        )
+        m[ENERGY.energy_j] = self.joules
+        m[ENERGY.energy_j_per_img] = self.joules / self.images
+        m[ENERGY.power_mean_w] = self.joules / self.window_s
+        m[ENERGY.img_per_j] = self.images / self.joules
         if self.idle_power_w is not None:
             net = self.joules - self.idle_power_w * self.window_s
-            m.update(energy_net_j=net, energy_net_j_per_img=net / self.images)
+            m[ENERGY.energy_net_j], m[ENERGY.energy_net_j_per_img] = net, net / self.images
         return m
 
     def tags(self) -> dict[str, str]:
-        return {"energy_status": self.status, **({"energy_source": self.source} if self.source else {})}
+        tags = {ENERGY.energy_status: self.status}
+        return {**tags, ENERGY.energy_source: self.source} if self.source else tags
 
     def with_idle(self, idle_power_w: float | None) -> EnergyWindow:
         return replace(self, idle_power_w=idle_power_w)
@@ -103,16 +102,16 @@ class EnergyWindow:
         cls, metrics: dict[str, float], tags: dict[str, str], batch_size: int
     ) -> EnergyWindow | None:
         """The window as the child reported it (None when the job never finished its timed window)."""
-        if "window_start_unix" not in metrics or "iterations" not in metrics:
+        if ENERGY.window_start_unix not in metrics or LATENCY.iterations not in metrics:
             return None
         return cls(
-            images=int(metrics["iterations"]) * batch_size,
-            window_s=metrics["window_s"],
-            start_unix=metrics["window_start_unix"],
-            end_unix=metrics["window_end_unix"],
-            joules=metrics.get("energy_j"),
-            status=tags.get("energy_status", ""),
-            source=tags.get("energy_source", ""),
+            images=int(metrics[LATENCY.iterations]) * batch_size,
+            window_s=metrics[LATENCY.window_s],
+            start_unix=metrics[ENERGY.window_start_unix],
+            end_unix=metrics[ENERGY.window_end_unix],
+            joules=metrics.get(ENERGY.energy_j),
+            status=tags.get(ENERGY.energy_status, ""),
+            source=tags.get(ENERGY.energy_source, ""),
         )
 
 
@@ -143,10 +142,11 @@ class Nameplate:
     def metrics(self) -> dict[str, float]:
         if not self.watts:
             return {}
-        return {"nameplate_w": self.watts, "img_per_s_per_nameplate_w": self.throughput_img_s / self.watts}
+        per_watt = self.throughput_img_s / self.watts
+        return {NAMEPLATE.nameplate_w: self.watts, NAMEPLATE.img_per_s_per_nameplate_w: per_watt}
 
     def tags(self) -> dict[str, str]:
-        return {"nameplate_source": self.source}
+        return {NAMEPLATE.nameplate_source: self.source}
 
 
 NAMEPLATE = Names("nameplate_w", "img_per_s_per_nameplate_w", "nameplate_source")
@@ -196,14 +196,14 @@ class Parity:
 
     def metrics(self) -> dict[str, float]:
         return {
-            "parity_max_abs_err": self.max_abs_err,
-            "parity_rel_l2_err": self.rel_l2_err,
-            "parity_cosine": self.cosine,
-            "parity_tolerance_rel_l2": self.tolerance_rel_l2,
+            PARITY.parity_max_abs_err: self.max_abs_err,
+            PARITY.parity_rel_l2_err: self.rel_l2_err,
+            PARITY.parity_cosine: self.cosine,
+            PARITY.parity_tolerance_rel_l2: self.tolerance_rel_l2,
         }
 
     def tags(self) -> dict[str, str]:
-        return {"parity": "pass" if self.passed else "fail", "parity_arithmetic": self.arithmetic}
+        return {PARITY.parity: "pass" if self.passed else "fail", PARITY.parity_arithmetic: self.arithmetic}
 
 
 PARITY = Names(
@@ -276,7 +276,8 @@ class Stability:
 
     def tags(self) -> dict[str, str]:
         why = self.reasons()
-        return {"stable": "false" if why else "true", **({"unstable_reason": "; ".join(why)} if why else {})}
+        tags = {STABLE.stable: "false" if why else "true"}
+        return {**tags, STABLE.unstable_reason: "; ".join(why)} if why else tags
 
 
 STABLE = Names("stable", "unstable_reason")
