@@ -9,7 +9,10 @@ store, with one compile cache (`BENCH_CACHE_DIR`) for all of them. The sweeps, i
 - `cold`: the project's defaults, the compile cache emptied first;
 - `warm`: the defaults again, the cache as the sweeps before left it;
 - `old`: a fixed count of timed calls in a fresh interpreter per job (`measure.stop=fixed child_start=fresh`);
-- `fresh`, `template`: the defaults with `child_start=fresh` or `child_start=template`.
+- `fresh`, `template`: the defaults with `child_start=fresh` or `child_start=template`;
+- `no-compose`, `no-fast-exit`: the defaults with a start-up shortcut turned off (`benchmarks/without.py`);
+- `before`: the defaults of another checkout of the project (`--before DIR`), e.g. the commit before a
+  change, run from there.
 
 OVERRIDES go to every sweep (e.g. `gpu=0`, or `smoke=true` for a quick look on a CPU). `--store DIR` keeps
 the store (and the cache) there, so that sweeps run by separate commands (a device's limit per command)
@@ -40,7 +43,7 @@ from pathlib import Path
 
 from src import PROJECT_ROOT
 from src.parent import tracking
-from src.shared.results import JOB, LATENCY, STOP, cpu_probes, slowdown_pct
+from src.shared.results import JOB, LATENCY, STOP, TRACE, Stability, cpu_probes, slowdown_pct
 
 GRID = ["+experiment=study", "hydra.sweeper.params.batch_index='0,1'"]
 SWEEPS = {  # name: overrides on top of the defaults
@@ -49,8 +52,16 @@ SWEEPS = {  # name: overrides on top of the defaults
     "old": ["measure.stop=fixed", "child_start=fresh"],
     "fresh": ["child_start=fresh"],
     "template": ["child_start=template"],
+    "no-compose": [],
+    "no-fast-exit": [],
+    "before": [],
 }
-DEFAULTS = ("cold", "warm", "fresh", "template")  # the stop rule of today; compared with `old`
+ENTRY = {  # how a sweep is started, where not `python -m src.bench`
+    "no-compose": ["benchmarks/without.py", "compose", "--"],
+    "no-fast-exit": ["benchmarks/without.py", "fast-exit", "--"],
+}
+DEFAULTS = ("cold", "warm", "fresh", "template")  # the defaults of today; compared with the references
+REFERENCES = ("old", "no-compose", "no-fast-exit", "before")
 PARTS = [  # (column, metric, scale to seconds)
     ("child start", JOB.child_start_s, 1.0),
     ("setup", JOB.setup_s, 1.0),
@@ -65,7 +76,7 @@ SAME_SPEED_PCT = 10.0  # two runs saw the same host CPU speed: all their probes 
 LEDGER = "sweeps.json"  # the store's sweeps: name, experiment, overrides, start and wall time
 
 
-def sweep(name: str, experiment: str, store: Path, overrides: list[str]) -> dict:
+def sweep(name: str, experiment: str, store: Path, overrides: list[str], before: Path | None = None) -> dict:
     """One sweep of the grid in its own experiment; its ledger entry."""
     cache = store / "cache"
     if name == "cold":
@@ -76,7 +87,11 @@ def sweep(name: str, experiment: str, store: Path, overrides: list[str]) -> dict
     env = {**os.environ, "BENCH_CACHE_DIR": str(cache), "YOLO_OFFLINE": "1"}
     started = time.time()
     begin = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "src.bench", *args, *extra], cwd=PROJECT_ROOT, env=env)
+    entry = ENTRY.get(name, ["-m", "src.bench"])
+    where = before if name == "before" else PROJECT_ROOT
+    if name == "before":  # the other checkout's own code, not this one's
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(where), env.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, *entry, *args, *extra], cwd=where, env=env)
     wall = time.perf_counter() - begin
     if done.returncode not in (0, 3):  # 3: some job failed, which the table shows
         print(f"sweep {experiment} exited {done.returncode}", file=sys.stderr)
@@ -146,13 +161,19 @@ def figures(ledger: list[dict], runs: dict[str, list]) -> list[str]:
         }
         for e in ledger
     }
+    launch_bound = {
+        (e["experiment"], r.info.run_name)
+        for e in ledger
+        for r in runs[e["experiment"]]
+        if r.data.metrics.get(TRACE.gpu_util_mean_pct, 100.0) < Stability.GPU_BUSY_PCT
+    }
     names = [e["experiment"] for e in ledger]
     pairs = [
         (new["experiment"], old["experiment"])
         for new in ledger
         if new["name"] in DEFAULTS
         for old in ledger
-        if old["name"] == "old"
+        if old["name"] in REFERENCES
     ]
     head = (
         "| job | "
@@ -167,7 +188,16 @@ def figures(ledger: list[dict], runs: dict[str, list]) -> list[str]:
         values = [rates[n].get(job, (None, None)) for n in names]
         if not any(v for v, _ in values):
             continue
-        cells = [(f"{v:.1f}" + (f" ({p[0]:.2f}/{p[1]:.2f})" if p else "")) if v else "-" for v, p in values]
+        cells = [
+            (
+                f"{v:.1f}"
+                + (f" ({p[0]:.2f}/{p[1]:.2f})" if p else "")
+                + (" L" if (n, job) in launch_bound else "")
+            )
+            if v
+            else "-"
+            for n, (v, p) in zip(names, values, strict=True)
+        ]
         for a, b in pairs:
             (now, now_probe), (then, then_probe) = (rates[x].get(job, (None, None)) for x in (a, b))
             if now and then:
@@ -199,12 +229,15 @@ def main() -> None:
         "--store", type=Path, help="keep the store and cache here (default: a new temp folder)"
     )
     parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
+    parser.add_argument("--before", type=Path, help="the other checkout the `before` sweep runs")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every sweep (after --)")
     args = parser.parse_args()
     plan = [s for s in args.sweeps.split(",") if s]
     unknown = [s for s in plan if s not in SWEEPS]
     if unknown:
         parser.error(f"unknown sweep(s) {', '.join(unknown)}; allowed: {', '.join(SWEEPS)}")
+    if "before" in plan and not (args.before and (args.before / "src" / "bench.py").is_file()):
+        parser.error("the `before` sweep needs --before DIR, a checkout of this project")
     known = args.store / LEDGER if args.store else None
     ledger = json.loads(known.read_text()) if known and known.is_file() else []
     if not plan and not ledger:
@@ -215,11 +248,11 @@ def main() -> None:
     ledger_file = store / LEDGER
     for name in plan:
         n = 1 + sum(e["name"] == name for e in ledger)
-        ledger.append(sweep(name, f"{name}-{n}", store, args.overrides))
+        ledger.append(sweep(name, f"{name}-{n}", store, args.overrides, args.before))
         ledger_file.write_text(json.dumps(ledger, indent=1))
     runs = {e["experiment"]: jobs(store, e["experiment"]) for e in ledger}
     out = [
-        f"Command: `python scripts/sweep_time.py {shlex.join(sys.argv[1:])}`",
+        f"Command: `python benchmarks/sweep_time.py {shlex.join(sys.argv[1:])}`",
         "",
         "| sweep | settings | jobs | wall s | before the first job s | timed windows s | windows / wall "
         "| statuses |",
@@ -231,7 +264,9 @@ def main() -> None:
         out += breakdown(runs[e["experiment"]])
     out += [
         "",
-        "Throughput of every ok job, and the defaults against `old` (fixed counts, fresh interpreters):",
+        "Throughput of every ok job, and the defaults against each reference sweep (`old`: fixed counts in "
+        "fresh interpreters; `no-...`: a shortcut off; `before`: another checkout). `L`: launch-bound, "
+        "the GPU busy under 80% of the window (its figure follows the host CPU):",
         "",
     ]
     out += figures(ledger, runs)
