@@ -10,7 +10,6 @@ store, with one compile cache (`BENCH_CACHE_DIR`) for all of them. The sweeps, i
 - `warm`: the defaults again, the cache as the sweeps before left it;
 - `old`: a fixed count of timed calls in a fresh interpreter per job (`measure.stop=fixed child_start=fresh`);
 - `fresh`, `template`: the defaults with `child_start=fresh` or `child_start=template`;
-- `no-compose`, `no-fast-exit`: the defaults with a start-up shortcut turned off (`benchmarks/without.py`);
 - `before`: the defaults of another checkout of the project (`--before DIR`), e.g. the commit before a
   change, run from there.
 
@@ -52,16 +51,10 @@ SWEEPS = {  # name: overrides on top of the defaults
     "old": ["measure.stop=fixed", "child_start=fresh"],
     "fresh": ["child_start=fresh"],
     "template": ["child_start=template"],
-    "no-compose": [],
-    "no-fast-exit": [],
     "before": [],
 }
-ENTRY = {  # how a sweep is started, where not `python -m src.bench`
-    "no-compose": ["benchmarks/without.py", "compose", "--"],
-    "no-fast-exit": ["benchmarks/without.py", "fast-exit", "--"],
-}
 DEFAULTS = ("cold", "warm", "fresh", "template")  # the defaults of today; compared with the references
-REFERENCES = ("old", "no-compose", "no-fast-exit", "before")
+REFERENCES = ("old", "before")
 PARTS = [  # (column, metric, scale to seconds)
     ("child start", JOB.child_start_s, 1.0),
     ("setup", JOB.setup_s, 1.0),
@@ -87,11 +80,10 @@ def sweep(name: str, experiment: str, store: Path, overrides: list[str], before:
     env = {**os.environ, "BENCH_CACHE_DIR": str(cache), "YOLO_OFFLINE": "1"}
     started = time.time()
     begin = time.perf_counter()
-    entry = ENTRY.get(name, ["-m", "src.bench"])
     where = before if name == "before" else PROJECT_ROOT
     if name == "before":  # the other checkout's own code, not this one's
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(where), env.get("PYTHONPATH")) if p)
-    done = subprocess.run([sys.executable, *entry, *args, *extra], cwd=where, env=env)
+    done = subprocess.run([sys.executable, "-m", "src.bench", *args, *extra], cwd=where, env=env)
     wall = time.perf_counter() - begin
     if done.returncode not in (0, 3):  # 3: some job failed, which the table shows
         print(f"sweep {experiment} exited {done.returncode}", file=sys.stderr)
@@ -265,7 +257,7 @@ def main() -> None:
     out += [
         "",
         "Throughput of every ok job, and the defaults against each reference sweep (`old`: fixed counts in "
-        "fresh interpreters; `no-...`: a shortcut off; `before`: another checkout). `L`: launch-bound, "
+        "fresh interpreters; `before`: another checkout). `L`: launch-bound, "
         "the GPU busy under 80% of the window (its figure follows the host CPU):",
         "",
     ]

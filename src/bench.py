@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import logging
 import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,7 +19,7 @@ from src import PROJECT_ROOT
 from src.parent import config as _config
 from src.parent import follow, offline
 from src.parent.runner import JobTracking, run_job, without_child
-from src.parent.sweep import checked_job, exit_code, note_pending, note_statuses, pending_line, refuse
+from src.parent.sweep import exit_code, note_pending, note_statuses, pending_line, refuse
 from src.parent.tracking import PARENT_ENV, parent_run_id
 from src.shared.errors import ConfigError
 
@@ -48,8 +44,8 @@ def main(cfg: DictConfig) -> str:
     if sweep_dir is not None and _config.beyond_study_rows(cfg):
         _drop_folder(Path(hc.runtime.output_dir))  # not a cell of the study: no job, no run, no folder
         return "absent"
-    try:  # checked by the callback already for the basic sweeper (the job kept); others check here
-        job = checked_job(list(hc.overrides.task)) or _config.to_job(cfg)
+    try:  # checked by the callback for the basic sweeper already: the same check, the same answer
+        job = _config.to_job(cfg)
     except ConfigError as exc:
         refuse({str(exc): [" ".join(hc.overrides.task) or "(defaults)"]}, jobs=1)
     # a folder of its own, even if another sweep or run was given the same output folder: the child's spec
@@ -99,23 +95,7 @@ def run() -> int:
     return exit_code()
 
 
-def exit_now(code: int) -> NoReturn:
-    """Exit once all is written: the exit handlers first (the sweep's run ended, the template gone, the
-    log files flushed and closed), then the streams. What is skipped is the interpreter's teardown of the
-    sweep's objects and of MLflow's, Hydra's and pandas' modules, a second or two with nothing left to
-    write. Where a thread of a library is still at work, or a profiler or debugger watches (it writes its
-    findings once this returns), the usual exit is taken."""
-    busy = any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate())
-    if busy or sys.getprofile() is not None or sys.gettrace() is not None:
-        sys.exit(code)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError):  # a reader that went away (`| head`)
-            stream.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _terminated)
     sys.argv = _config.shorthands(sys.argv)
-    exit_now(run())
+    sys.exit(run())

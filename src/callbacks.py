@@ -32,7 +32,6 @@ from src.parent.sweep import (
     note_pending,
     note_statuses,
     pending_line,
-    share_compositions,
     summary_table,
     sweep_configs,
     validate_or_exit,
@@ -87,12 +86,10 @@ class BenchCallback(Callback):
         basic = BASIC_LAUNCHER in launcher
         if basic and config.child_start == "template":  # torch's import overlaps the checks below
             template_client.warm_template()
-        uri = tracking.tracking_uri(config.tracking.uri)
-        composed = sweep_configs(config, meanwhile=lambda: tracking.load_library(uri))
+        composed = sweep_configs(config)
         numbers = validate_or_exit(composed) if composed else None  # None: another sweeper's grid
         check_surroundings(config, sweep_dir)
         if numbers and basic:
-            share_compositions(config, composed)  # the jobs are composed in this process: once each
             # the jobs run in this process, one after another: its template imports their libraries now
             jobs = [composed[n][1] for n in numbers]
             template_client.warm_template([cfg.model.name for cfg in jobs if cfg.child_start == "template"])

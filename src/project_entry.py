@@ -11,4 +11,4 @@ from src.parent.config import shorthands
 
 if __name__ == "__main__":
     sys.argv = shorthands([sys.argv[0], *(word for arg in sys.argv[1:] for word in shlex.split(arg))])
-    bench.exit_now(bench.run())
+    sys.exit(bench.run())

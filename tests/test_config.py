@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -169,77 +170,41 @@ def test_spec_round_trips_through_json_and_gives_flat_params() -> None:
     assert params["measure.min_duration_s"] == "1.0" and params["measure.repeats"] == "3"
 
 
-def test_a_basic_sweep_composes_each_jobs_config_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sweeper's check and the launcher get copies of the compositions made for our own check."""
+def test_the_sweep_grid_is_the_basic_sweepers_own(tmp_path: Path) -> None:
+    """`basic_sweep_grid` reads Hydra's internal `split_arguments`: the jobs it gives must be the ones the
+    basic sweeper launches (a launcher that records them), for a preset's sweeper params and a command
+    line together. A change in Hydra fails here."""
+    import importlib
+
     from hydra import initialize_config_dir
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.callbacks import Callbacks
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.types import RunMode
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.types import HydraContext, RunMode
     from omegaconf import OmegaConf, open_dict
 
-    from src.parent.sweep import share_compositions, sweep_configs
+    from src.parent.sweep import basic_sweep_grid
+
+    launched: list[list[str]] = []
+
+    class Recorder:
+        def launch(self, batch, initial_job_idx):
+            launched.extend(list(job) for job in batch)
+            return [JobReturn(status=JobStatus.COMPLETED, _return_value="ok") for _ in batch]
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
-        args = ["model=densenet,yolo", "smoke=true"]
+        args = ["+experiment=study", "model=densenet,yolo", "smoke=true"]
         master = loader.load_configuration("config", args, run_mode=RunMode.MULTIRUN)
-        composed = sweep_configs(master)
-        jobs = [["model=densenet", "smoke=True"], ["model=yolo", "smoke=True"]]
-        assert [job for job, _ in composed] == jobs
-        share_compositions(master, composed)
-        composing: list[object] = []
-        real = ConfigLoaderImpl.load_configuration
-        monkeypatch.setattr(
-            ConfigLoaderImpl,
-            "load_configuration",
-            lambda self, *a, **k: composing.append(a) or real(self, *a, **k),
-        )
-        for job, cfg in composed:
-            for _ in range(2):  # the sweeper's check, then the launcher, which writes into its copy
-                got = loader.load_sweep_config(master, list(job))
-                assert got is not cfg
-                assert OmegaConf.to_container(got) == OmegaConf.to_container(cfg)
-                with open_dict(got):
-                    got.hydra.job.id = 7
-        assert composing == []
-        assert all(OmegaConf.is_missing(cfg.hydra.job, "id") for _, cfg in composed)
-        other = loader.load_sweep_config(master, ["model=segresnet", "smoke=True"])  # not one of them
-        assert other.model.name == "segresnet" and len(composing) == 1
-
-
-def test_a_sweeps_jobs_are_composed_and_checked_in_forks_while_this_process_goes_on() -> None:
-    """`compose_all` gives what Hydra's loader gives here, job by job, composed and checked in other
-    processes while `meanwhile` runs in this one; a job that does not compose gets Hydra's own exception."""
-    import os
-
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.types import RunMode
-    from omegaconf import OmegaConf
-
-    from src.parent.compose import compose_all
-    from src.parent.config import to_spec
-    from src.parent.sweep import checked_job, sweep_configs
-
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        loader = GlobalHydra.instance().config_loader()
-        master = loader.load_configuration("config", ["smoke=true"], run_mode=RunMode.MULTIRUN)
-        jobs = [["model=densenet"], ["model=foo"], ["model=yolo", "batch_size=4"], ["model=segresnet"]]
-        meanwhile: list[int] = []
-        done = compose_all(
-            loader, master, jobs, lambda cfg: os.getpid(), lambda: meanwhile.append(os.getpid())
-        )
-        assert meanwhile == [os.getpid()]
-        for job, (cfg, pid) in zip(jobs, done, strict=True):
-            if job == ["model=foo"]:
-                with pytest.raises(type(cfg), match="Could not find 'model/foo'"):
-                    loader.load_sweep_config(master, job)
-                assert pid is None
-                continue
-            here = OmegaConf.to_container(loader.load_sweep_config(master, job))
-            assert OmegaConf.to_container(cfg) == here and pid != os.getpid()
-
-        sweep = loader.load_configuration("config", ["model=densenet,yolo", "smoke=true"], RunMode.MULTIRUN)
-        for job, cfg in sweep_configs(sweep):  # each job's spec kept for the job, as checked
-            assert checked_job(job).spec == to_spec(cfg) and checked_job(job).spec.model.name in job[0]
-        assert checked_job(["model=segresnet", "smoke=True"]) is None  # not a job of that sweep
+        with open_dict(master):
+            master.hydra.sweep.dir = str(tmp_path)
+        params = OmegaConf.to_container(master.hydra.sweeper.params)
+        # the class as Hydra's plugin scan left it importable (it imports the module again)
+        basic = importlib.import_module("hydra._internal.core_plugins.basic_sweeper").BasicSweeper
+        sweeper = basic(max_batch_size=None, params=params)
+        sweeper.config, sweeper.launcher = master, Recorder()
+        sweeper.hydra_context = HydraContext(config_loader=loader, callbacks=Callbacks())
+        sweeper.sweep(list(master.hydra.overrides.task))
+        grid = basic_sweep_grid(master)
+    assert launched and grid == launched
+    assert len(grid) == 2 * 6 * 4 and grid[0][0].startswith("model=")

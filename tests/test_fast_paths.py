@@ -226,3 +226,17 @@ def test_a_gpu_onnxruntime_job_without_a_gpu_provider_is_unavailable(tmp_path: P
         assert result.tags["onnxruntime_provider"] != "CPUExecutionProvider"
     else:
         assert result.status is Status.UNAVAILABLE and "onnxruntime-gpu" in result.reason
+
+
+def test_the_private_aoti_loader_takes_what_torchs_own_load_package_passes() -> None:
+    """`load_package` calls Inductor's package loader directly (torch's `load_package` does, with these
+    five arguments): a torch that renames or reshapes it fails here, not silently in a sweep."""
+    import inspect
+
+    from torch._inductor.package import package
+
+    doc = torch._C._aoti.AOTIModelPackageLoader.__init__.__doc__
+    assert "arg0: str, arg1: str, arg2: bool, arg3:" in doc and "arg4:" in doc
+    source = inspect.getsource(package.load_package)
+    assert "AOTIModelPackageLoader(\n" in source or "AOTIModelPackageLoader(" in source
+    assert "path, model_name, run_single_threaded, num_runners, device_index" in source

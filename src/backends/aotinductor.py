@@ -97,6 +97,8 @@ def load_package(path: Path, device_index: int) -> Callable[..., Any]:
     try:
         from torch._inductor.package.package import AOTICompiledModel
 
+        # as torch's own `load_package` calls it: path, model_name, run_single_threaded, num_runners,
+        # device_index (tests/test_fast_paths.py checks this signature against the installed torch)
         loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, device_index)
     except (AttributeError, ImportError, TypeError):
         with torch._inductor.config.patch({"cpp.vec_isa_ok": True}):  # skips the base probe only

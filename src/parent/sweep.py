@@ -3,21 +3,17 @@ summary table printed at its end (read back from MLflow)."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import sys
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from omegaconf import DictConfig
 
 from src.parent import early, preflight
-from src.parent.compose import compose_all
-from src.parent.config import Job, beyond_study_rows, to_job, unsupported_combination
+from src.parent.config import beyond_study_rows, to_job, unsupported_combination
 from src.shared.errors import ConfigError
-from src.shared.registry import load_plugins
 from src.shared.results import JOB, LATENCY, STABLE
 
 log = logging.getLogger(__name__)
@@ -27,23 +23,15 @@ PENDING_EXIT = 4  # results wait on disk for `python -m src.upload` (the trackin
 _statuses: Counter[str] = Counter()  # the jobs' statuses in this process (a sweep's: read back from MLflow)
 _pending = [0]  # results this invocation left on disk
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-_verdicts: dict[tuple[str, ...], tuple[str, Any]] = {}  # the last sweep_configs' checks, by job overrides
 
 
-def sweep_configs(
-    config: DictConfig, meanwhile: Callable[[], object] = lambda: None
-) -> list[tuple[list[str], DictConfig | Exception]]:
-    """Every job's composed config (or the exception composing it raised), as the basic sweeper will
-    compose it, each checked as well (`src/parent/compose.py`: in forked processes, while this one runs
-    `meanwhile`). Hydra has no public way to expand another sweeper's grid: under one, this returns none
-    and each job validates itself as it starts (`src/bench.py`), refusing bad input with the same message
-    and exit status."""
+def basic_sweep_grid(config: DictConfig) -> list[list[str]] | None:
+    """Every job's overrides, in order, as Hydra's basic sweeper will expand them (its sweeper params,
+    then the command line's), or None under another sweeper. Hydra has no public way to do this: it is
+    the basic sweeper's own `split_arguments` (`hydra._internal`), which tests/test_config.py checks
+    against the sweeper's real jobs, so that a change in Hydra fails there, not in a user's sweep."""
     if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
-        log.info(
-            "sweeper %s: each job's config is checked as the job starts", config.hydra.sweeper.get("_target_")
-        )
-        meanwhile()
-        return []
+        return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -53,16 +41,29 @@ def sweep_configs(
     overrides = OverridesParser.create(config_loader=loader).parse_overrides(
         [*params, *config.hydra.overrides.task]
     )
-    jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
-    done = compose_all(loader, config, jobs, _verdict, meanwhile)
-    _verdicts.clear()
-    for job, (_, verdict) in zip(jobs, done, strict=True):
-        if verdict is None:  # its composition failed: validate_or_exit gives Hydra's message
-            continue
-        _verdicts[tuple(job)] = verdict
-        if verdict[0] == "job":  # its plugins were imported where it was checked: here too
-            load_plugins(verdict[1].spec.plugins)
-    return [(job, cfg) for job, (cfg, _) in zip(jobs, done, strict=True)]
+    return [list(job) for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def sweep_configs(config: DictConfig) -> list[tuple[list[str], DictConfig | Exception]]:
+    """Every job's composed config (or the exception composing it raised), as the basic sweeper's jobs
+    will be composed. Under another sweeper this returns none and each job validates itself as it starts
+    (`src/bench.py`), refusing bad input with the same message and exit status."""
+    jobs = basic_sweep_grid(config)
+    if jobs is None:
+        log.info(
+            "sweeper %s: each job's config is checked as the job starts", config.hydra.sweeper.get("_target_")
+        )
+        return []
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    composed: list[tuple[list[str], DictConfig | Exception]] = []
+    for job in jobs:
+        try:
+            composed.append((job, loader.load_sweep_config(config, job)))
+        except Exception as exc:  # a group option that does not exist, a key not in the schema, ...
+            composed.append((job, exc))
+    return composed
 
 
 def _verdict(cfg: DictConfig, single: bool = False) -> tuple[str, Any]:
@@ -74,32 +75,6 @@ def _verdict(cfg: DictConfig, single: bool = False) -> tuple[str, Any]:
         return "job", to_job(cfg)
     except ConfigError as exc:
         return "refused", str(exc)
-
-
-def checked_job(overrides: list[str]) -> Job | None:
-    """The Job that this process's sweep check made for the job with these overrides, if it made one
-    (the job then skips checking its config again)."""
-    kind, job = _verdicts.get(tuple(overrides), (None, None))
-    return job if kind == "job" else None
-
-
-def share_compositions(config: DictConfig, composed: list[tuple[list[str], Any]]) -> None:
-    """Hydra composes each job's config twice more: its sweeper checks every batch
-    (`validate_batch_is_legal`) and its launcher composes each job as it starts (0.1-0.2 s each, most of
-    the Hydra process's time per job). With the basic launcher, which runs the jobs in this process, its
-    loader answers them from `sweep_configs`' compositions, each time with a copy (the launcher writes
-    into its copy). Other launchers may compose in other processes: they keep Hydra's own."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    loader = GlobalHydra.instance().config_loader()
-    done = {tuple(job): cfg for job, cfg in composed if not isinstance(cfg, Exception)}
-    compose = loader.load_sweep_config
-
-    def load_sweep_config(master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        cfg = done.get(tuple(sweep_overrides)) if master_config is config else None
-        return copy.deepcopy(cfg) if cfg is not None else compose(master_config, sweep_overrides)
-
-    loader.load_sweep_config = load_sweep_config  # type: ignore[method-assign]
 
 
 def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) -> list[int]:
@@ -115,7 +90,7 @@ def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) ->
         if isinstance(cfg, Exception):
             kind, found = "refused", _hydra_message(cfg)
         else:
-            kind, found = (None if single else _verdicts.get(tuple(overrides))) or _verdict(cfg, single)
+            kind, found = _verdict(cfg, single)
         if kind == "absent":
             absent += 1
             continue
