@@ -60,7 +60,7 @@ class Position:
         if self.sweep_dir is None:
             done = self.k if finished else self.k - 1
             return elapsed / done * (self.n - done) if done and self.n > done else None
-        notes = [json.loads(p.read_text()) for p in sorted((self.sweep_dir / JOBS_DIR).glob("*.json"))]
+        notes = [n for p in sorted((self.sweep_dir / JOBS_DIR).glob("*.json")) if (n := _read_note(p))]
         ended = [n for n in notes if "wall_s" in n]
         measured = [n["wall_s"] for n in ended if n.get("measured")]
         to_go = self.n - len(ended)
@@ -75,8 +75,17 @@ class Position:
             return
         folder = self.sweep_dir / JOBS_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        info = {} if wall_s is None else {"wall_s": wall_s, "measured": measured}
-        (folder / f"{self.k}.json").write_text(json.dumps(info))
+        info = {"started": True} if wall_s is None else {"wall_s": wall_s, "measured": measured}
+        part = folder / f".{self.k}.json.part"  # renamed into place: a reader never sees half a note
+        part.write_text(json.dumps(info))
+        part.replace(folder / f"{self.k}.json")
+
+
+def _read_note(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # removed meanwhile
+        return None
 
 
 def write_sweep(sweep_dir: Path, jobs: list[int] | None) -> None:

@@ -154,10 +154,14 @@ def note_pending(count: int) -> None:
 
 
 def pending_line(count: int, folder: Path) -> str:
-    return (
-        f"{count} result(s) could not reach the tracking store and wait on disk: "
-        f"upload them with `python -m src.upload {folder}`"
+    """The last line of a sweep or run that left results on disk (`count` 0: only the sweep's own run
+    could not be brought up to date)."""
+    what = (
+        f"{count} result(s) could not reach the tracking store and wait on disk"
+        if count
+        else "the sweep's run could not be brought up to date in the tracking store"
     )
+    return f"{what}: send it with `python -m src.upload {folder}`"
 
 
 def exit_code() -> int:
