@@ -155,10 +155,9 @@ class BenchCallback(Callback):
         done = conclude.conclude(client, parent, report_out, report.make)
         note_statuses(done.counts, replace=True)  # every job of the sweep, wherever its launcher ran it
         print(summary_table(done.runs, done.linked), file=sys.stderr)
-        sweep = client.get_run(parent)
-        exp_id, uri = sweep.info.experiment_id, client.tracking_uri
+        exp_id, uri = done.exp_id, client.tracking_uri
         lines = [
-            f"sweep {sweep.info.run_name} ({parent}): {len(done.runs)} jobs, "
+            f"sweep {done.name} ({parent}): {len(done.runs)} jobs, "
             + ", ".join(f"{n} {status}" for status, n in sorted(done.counts.items())),
             f"  in the MLflow UI: {answers.view_link(uri, exp_id, done.view_keys[0])}{answers.ui_hint(uri)}",
             *(

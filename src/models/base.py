@@ -47,8 +47,9 @@ class ModelDef(ABC):
         """Why this per-sample input shape cannot be taken, or None."""
 
     @classmethod
-    def check(cls, spec: ModelConfig) -> None:
-        """Refuse a spec this model cannot take, with a message naming what is allowed."""
+    def check(cls, spec: ModelConfig) -> Any:
+        """Refuse a spec this model cannot take, with a message naming what is allowed; else its parsed
+        options."""
         options = cls.parse_options(spec.name, spec.options)
         problems = [cls.check_variant(spec.variant)]
         if any(not isinstance(d, int) or d <= 0 for d in spec.input_shape):
@@ -62,6 +63,7 @@ class ModelDef(ABC):
         problems = [p for p in problems if p]
         if problems:
             raise ConfigError(f"model '{spec.name}': " + "; ".join(problems))
+        return options
 
     @classmethod
     def check_weights(cls, spec: ModelConfig) -> str | None:

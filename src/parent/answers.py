@@ -80,12 +80,14 @@ def annotate(client: Any, run_id: str, exp_id: str, params: dict, tags: dict, me
     client.set_tag(run_id, COLOR_TAG, run_color(params))
 
 
-def annotate_sweep(client: Any, runs: list) -> None:
-    """Speed-ups the sweep's jobs could not log when they ended (their reference ran after them)."""
-    for r in runs:
-        if r.data.tags.get(JOB.status) == "ok" and SPEEDUP not in r.data.metrics:
-            data = r.data
-            annotate(client, r.info.run_id, r.info.experiment_id, data.params, data.tags, data.metrics)
+def annotate_sweep(client: Any, runs: list) -> int:
+    """Speed-ups the sweep's jobs could not log when they ended (their reference ran after them); how
+    many runs were annotated."""
+    missing = [r for r in runs if r.data.tags.get(JOB.status) == "ok" and SPEEDUP not in r.data.metrics]
+    for r in missing:
+        data = r.data
+        annotate(client, r.info.run_id, r.info.experiment_id, data.params, data.tags, data.metrics)
+    return len(missing)
 
 
 # --- the MLflow UI: saved views ------------------------------------------------------------------------

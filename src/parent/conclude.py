@@ -25,6 +25,8 @@ class Conclusion:
     linked: dict[str, dict[str, float]]  # a skipped job's figures: the run it links to -> its metrics
     models: list[str]
     view_keys: list[str]  # the all-models view first
+    name: str  # the sweep run's
+    exp_id: str
     report: Path | None = None  # the report's folder, where one was written
     headline: list[str] = field(default_factory=list)
 
@@ -44,8 +46,8 @@ def conclude(client: Any, parent: str, report_out: Path | None, make_report: Mak
         metrics={"jobs_done": len(runs)},
         tags={f"jobs_{k}": str(v) for k, v in counts.items()},
     )
-    answers.annotate_sweep(client, runs)  # speed-ups whose reference ran later
-    runs = tracking.children(client, parent)  # with those speed-ups
+    if answers.annotate_sweep(client, runs):  # speed-ups whose reference ran later: read them back
+        runs = tracking.children(client, parent)
     ids = {r.data.tags[JOB.measured_in] for r in runs if JOB.measured_in in r.data.tags}
     linked = {i: client.get_run(i).data.metrics for i in ids}
     sweep = client.get_run(parent)
@@ -54,7 +56,8 @@ def conclude(client: Any, parent: str, report_out: Path | None, make_report: Mak
     report = _report(client, parent, experiment, runs, report_out, make_report)
     models = sorted({r.data.params.get("model", "") for r in runs} - {""})
     keys = answers.set_up_views(client, exp_id, models)
-    done = Conclusion(runs, counts, linked, models, keys, report, headline(runs, linked))
+    name = sweep.info.run_name
+    done = Conclusion(runs, counts, linked, models, keys, name, exp_id, report, headline(runs, linked))
     client.set_tag(parent, answers.NOTE, description(done))
     return done
 

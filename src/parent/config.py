@@ -111,22 +111,26 @@ class BenchConfig:
             )
         if not isinstance(self.batch_size, int) or self.batch_size <= 0:
             problems.append(f"batch_size must be a positive integer, got {self.batch_size}")
-        for check in (
-            lambda: MODELS.get(self.model.name).check(self.job_model()),
-            lambda: BACKENDS.get(self.backend.name).parse_options(self.backend.name, self.backend.options),
+        parsed: dict[str, Any] = {}
+        for section, check in (
+            ("model", lambda: MODELS.get(self.model.name).check(self.job_model())),
+            (
+                "backend",
+                lambda: BACKENDS.get(self.backend.name).parse_options(
+                    self.backend.name, self.backend.options
+                ),
+            ),
         ):
             try:
-                check()
+                parsed[section] = check()
             except ConfigError as exc:
                 problems.append(str(exc))
         if problems:
             raise ConfigError("; ".join(problems))
         # every option with its value, defaults included (declared once: the Options dataclasses), so
         # the job's key, params and spec name what ran whether or not a value was given
-        backend = BACKENDS.get(self.backend.name)
-        self.backend.options = as_settings(backend.parse_options(self.backend.name, self.backend.options))
-        model = MODELS.get(self.model.name)
-        self.model.options = as_settings(model.parse_options(self.model.name, self.model.options))
+        self.model.options = as_settings(parsed["model"])
+        self.backend.options = as_settings(parsed["backend"])
 
     def job_model(self) -> ModelConfig:
         """The model as the job runs it: with smoke=true, its tiny shape is the input shape."""

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 from omegaconf import DictConfig
 
 from src.parent import early, preflight
-from src.parent.config import beyond_study_rows, to_job, unsupported_combination
+from src.parent.config import beyond_study_rows, to_spec, unsupported_combination
 from src.shared.errors import ConfigError
 from src.shared.results import JOB, LATENCY, STABLE
 
@@ -68,11 +68,11 @@ def sweep_configs(config: DictConfig) -> list[tuple[list[str], DictConfig | Exce
 
 def _verdict(cfg: DictConfig, single: bool = False) -> tuple[str, Any]:
     """A composed job's check: ('absent', None): in a sweep, not a cell of the study; ('refused', why);
-    ('job', its Job)."""
+    ('job', its JobSpec)."""
     try:
         if not single and beyond_study_rows(cfg):
             return "absent", None
-        return "job", to_job(cfg)
+        return "job", to_spec(cfg)
     except ConfigError as exc:
         return "refused", str(exc)
 
@@ -97,9 +97,9 @@ def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) ->
         why = found
         if kind == "job":
             real.append(number)
-            why = unsupported_combination(found.spec)
+            why = unsupported_combination(found)
             if single and not why:  # alone, what cannot run is bad input (a sweep records a result)
-                why = early.refusal(found.spec)
+                why = early.refusal(found)
             if why and not single:
                 refused[why] += 1
                 continue
