@@ -137,14 +137,7 @@ class BenchConfig:
         return replace(self.model, input_shape=self.model.smoke_input_shape) if self.smoke else self.model
 
     def parent_settings(self) -> ParentSettings:
-        return ParentSettings(
-            tracking=self.tracking,
-            search=self.search,
-            report=self.report,
-            force=self.force,
-            child_start=self.child_start,
-            progress_every_s=self.progress_every_s,
-        )
+        return ParentSettings(**{f.name: getattr(self, f.name) for f in fields(ParentSettings)})
 
     def job_spec(self) -> JobSpec:
         return JobSpec(
