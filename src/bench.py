@@ -51,11 +51,13 @@ def main(cfg: DictConfig) -> str:
     # a folder of its own, even if another sweep or run was given the same output folder: the child's spec
     # and progress files are never shared
     job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=hc.runtime.output_dir))
-    where = follow.position(sweep_dir, hc.job.num if sweep_dir is not None else None)
+    total = job.settings.search.budget_s
+    where = follow.position(sweep_dir, hc.job.num if sweep_dir is not None else None, total)
     parent = parent_run_id(sweep_dir)
     start = time.monotonic()
     session = JobTracking.open(job, parent)  # the job's one tracking session
-    decided = without_child(job, parent, sweep=sweep_dir is not None, session=session)
+    rows = follow.sweep_rows(sweep_dir) if total else None
+    decided, job = without_child(job, parent, sweep_dir is not None, session, rows)
     if decided is not None:
         decided.wall_s = time.monotonic() - start  # the job's whole cost: deciding (`job_wall_s`)
     result, run_id = run_job(job, job_dir, parent, decided, where, session)

@@ -26,7 +26,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.parent import answers, conclude, follow, offline, template_client, tracking
+from src.parent import answers, budget, conclude, follow, offline, template_client, tracking
+from src.parent.config import to_spec
 from src.parent.sweep import (
     check_surroundings,
     note_pending,
@@ -117,7 +118,11 @@ class BenchCallback(Callback):
         self._parent = parent if local else None
         atexit.register(self._stopped)
         os.environ[PARENT_ENV] = parent
-        follow.write_sweep(sweep_dir, numbers)
+        rows = None
+        if numbers and config.search.budget_s:  # a search: its budget is shared by the study rows
+            specs = [to_spec(composed[n][1]) for n in numbers]
+            rows = [budget.row_of(s.model.name, s.batch_size) for s in specs]
+        follow.write_sweep(sweep_dir, numbers, rows)
         total = len(numbers) if numbers is not None else None
         (sweep_dir / PARENT_FILE).write_text(parent)
         if total:

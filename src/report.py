@@ -26,8 +26,20 @@ from src.models import MODELS
 from src.parent import tracking
 from src.parent.answers import fmt_img_s
 from src.shared.errors import ConfigError
-from src.shared.results import ENERGY, JOB, LATENCY, LINK, NAMEPLATE, PARITY, STABLE, Stability
-from src.shared.spec import Precision
+from src.shared.results import (
+    COMPUTE,
+    ENERGY,
+    JOB,
+    KINDS,
+    LATENCY,
+    LINK,
+    NAMEPLATE,
+    PARITY,
+    PROFILE,
+    STABLE,
+    Stability,
+)
+from src.shared.spec import NAMED_FLAGS, Precision, variant
 
 FAIL_MARK = " †"
 UNSTABLE_MARK = " ~"
@@ -57,6 +69,9 @@ def task_title(model: str, task_tag: Any) -> str:
         return cls.task_title or cls.task.capitalize()
     except ConfigError:  # a plugin model this process has not loaded
         return str(task_tag).capitalize() if isinstance(task_tag, str) else model
+
+
+SHARES = [*(f"time_{k}_pct" for k in KINDS), PROFILE.idle_pct]  # where the time goes (measure.profile)
 
 
 def load_runs(uri: str | None, experiment: str, parent: str | None, extra: str | None) -> Any:
@@ -113,7 +128,7 @@ def tidy(df: Any) -> Any:
             "precision": col("params.precision"),
             "tf32": col("params.tf32", "default"),
             "channels_last": col("params.channels_last", "false"),
-            "mode": col("params.backend.mode").fillna("-"),
+            "mode": _variants(df),
             "smoke": col("params.smoke", "false").fillna("false"),
             "gpu": col(f"tags.{JOB.gpu_name}").fillna("(not identified)"),
             "status": col(f"tags.{JOB.status}").fillna("unknown"),
@@ -125,6 +140,9 @@ def tidy(df: Any) -> Any:
             "parity": col(f"tags.{PARITY.parity}").fillna("-"),
             "rel_l2": col(f"metrics.{PARITY.parity_rel_l2_err}"),
             "windows_spread_pct": col(f"metrics.{LATENCY.throughput_spread_pct}"),
+            "tflops": col(f"metrics.{COMPUTE.achieved_tflops}"),
+            "peak_pct": col(f"metrics.{COMPUTE.peak_used_pct}"),
+            **{share: col(f"metrics.{share}") for share in SHARES},
             "stable": col(f"tags.{STABLE.stable}").fillna("-"),
             "config_key": col(f"tags.{JOB.config_key}").fillna(""),
             "run_id": col("run_id"),
@@ -148,6 +166,22 @@ def tidy(df: Any) -> Any:
     wobbly = (t["runs"] > 1) & (t["spread_pct"] > Stability.SPREAD_PCT)
     t.loc[wobbly & measured, "stable"] = "false"
     return t
+
+
+def _variants(df: Any) -> Any:
+    """The compile mode and the flags named beside it (`variant`), "-" where a backend has neither."""
+    import pandas as pd
+
+    keys = {k: f"params.backend.{k}" for k in ("mode", *NAMED_FLAGS)}
+    present = {k: c for k, c in keys.items() if c in df}
+    if "mode" not in present:
+        return pd.Series(["-"] * len(df), index=df.index)
+    names = []
+    for _, row in df.iterrows():
+        mode = row[present["mode"]]
+        has_mode = isinstance(mode, str) and mode != ""  # NaN: a backend without a mode
+        names.append((variant({k: row[c] for k, c in present.items()}) or "default") if has_mode else "-")
+    return pd.Series(names, index=df.index)
 
 
 def cell(row: Any) -> str:
@@ -181,11 +215,38 @@ def best_available(t: Any) -> Any:
                 "speedup_vs_eager_fp32": best["speedup_vs_eager_fp32"],
                 "img_per_j": best["img_per_j"],
                 "img_s_per_plate_w": best["img_s_per_plate_w"],
+                "tflops": best["tflops"],
+                "peak_pct": best["peak_pct"],
                 "stable": best["stable"],
+                **{share: best[share] for share in SHARES},
                 "run_id": best["run_id"],
             }
         )
     return pd.DataFrame(rows)
+
+
+def time_shares(best: Any, wide: Any) -> str:
+    """Per row, the best run's profiled window (and the other profiled candidates'): the share of the
+    device's busy time by kind of kernel, and the idle share of the window."""
+    import pandas as pd
+
+    if best.empty or best[SHARES].isna().all().all():
+        return "No run of these rows was profiled (`measure.profile=true`; the search preset profiles).\n"
+    rows = []
+    names = {f"time_{k}_pct": k.replace("_", "/") + " %" for k in KINDS} | {PROFILE.idle_pct: "idle %"}
+    keys = ["model", "shape", "batch", "gpu"]
+    for _, b in best.iterrows():
+        same = wide[(wide[keys] == b[keys]).all(axis=1) & wide[SHARES[0]].notna()]
+        for _, r in same.sort_values("img_s", ascending=False).iterrows():
+            mark = " (best)" if r["run_id"] == b["run_id"] else ""
+            row = {"model": r["model"], "batch": int(r["batch"]), "gpu": r["gpu"]}
+            row |= {"configuration": label(r) + mark, "img_s": r["img_s"], "peak_pct": r["peak_pct"]}
+            rows.append(row | {names[s]: r[s] for s in SHARES})
+    text = (
+        "Share of the device's busy time by kind of kernel, and the idle share of the profiled window "
+        '(docs/metrics.md, "Where the time goes"), for each row\'s profiled runs, fastest first.\n\n'
+    )
+    return text + markdown(pd.DataFrame(rows))
 
 
 def best_cell(best: Any, model: str, shape: str, batch: int, gpu: str) -> dict[str, str]:
@@ -202,7 +263,16 @@ def best_cell(best: Any, model: str, shape: str, batch: int, gpu: str) -> dict[s
     )
     if match.empty:
         return dict.fromkeys(
-            ("Best available", "Best img/s", "Best speed-up", "Best img/J", "Best img/s/W"), "-"
+            (
+                "Best available",
+                "Best img/s",
+                "Best speed-up",
+                "Best img/J",
+                "Best img/s/W",
+                "Best TFLOPS",
+                "Best % of peak",
+            ),
+            "-",
         )
     b = match.iloc[0]
     gain = b["speedup_vs_eager_fp32"]
@@ -212,6 +282,8 @@ def best_cell(best: Any, model: str, shape: str, batch: int, gpu: str) -> dict[s
         "Best speed-up": f"{gain:.2f}x" if gain == gain and gain is not None else "-",
         "Best img/J": _fmt(b["img_per_j"]) or "-",
         "Best img/s/W": _fmt(b["img_s_per_plate_w"]) or "-",
+        "Best TFLOPS": _fmt(b.get("tflops")) or "-",
+        "Best % of peak": _fmt(b.get("peak_pct")) or "-",
     }
 
 
@@ -277,8 +349,9 @@ def wide_table(t: Any) -> Any:
     ]
     order = ["gpu", "model", "shape", "batch", "backend", "precision", "tf32", "channels_last", "mode"]
     columns = [*order, "status", "img_s", "img_s_min", "img_s_max", "runs", "spread_pct", "stable"]
-    columns += ["speedup_vs_eager_fp32", "p50_ms", "p99_ms", "img_per_j", "img_s_per_plate_w", "parity"]
-    columns += ["rel_l2", "smoke", "run_id"]
+    columns += ["speedup_vs_eager_fp32", "p50_ms", "p99_ms", "img_per_j", "img_s_per_plate_w", "tflops"]
+    columns += ["peak_pct", "parity"]
+    columns += ["rel_l2", "smoke", *SHARES, "run_id"]
     return t.sort_values(order)[columns].reset_index(drop=True)
 
 
@@ -338,8 +411,9 @@ def write(t: Any, out: Path, source: str, best: Any = None) -> tuple[list[Path],
         table.assign(GPU=gpu).to_csv(files[-1], index=False)
     head = headline(t, best)
     parts += ["## Headline: each model across GPUs\n", markdown(head)]
-    parts += ["## Best available per model, input, batch size and GPU\n", markdown(best)]
-    parts += ["## Every backend and precision\n", markdown(wide.drop(columns=["run_id"]))]
+    parts += ["## Best available per model, input, batch size and GPU\n", markdown(best.drop(columns=SHARES))]
+    parts += ["## Where the time goes\n", time_shares(best, wide)]
+    parts += ["## Every backend and precision\n", markdown(wide.drop(columns=["run_id", *SHARES]))]
     head.to_csv(out / "headline.csv", index=False)
     best.to_csv(out / "best.csv", index=False)
     wide.to_csv(out / "wide.csv", index=False)

@@ -13,7 +13,11 @@ repeated job loads it instead of tracing again (src/backends/support/precompile.
 
 `reduce-overhead` adds CUDA graphs (Inductor's cudagraph trees), which record during the first calls:
 `warm_calls` covers them. `max-autotune` benchmarks kernel choices on the device (long builds); its results
-are cached like the rest.
+are cached like the rest. Two Inductor settings compose with any mode: `freezing` (the weights become
+constants, so convolution/batch-norm folding and weight layout are done once, at compile time) and
+`coordinate_descent` (Triton kernels' launch settings tuned around the heuristic's choice). Inductor's
+parallel compile workers use the cores this process may run on (`compile_threads`, tag
+`inductor_compile_threads`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from src.backends.base import BACKENDS, Backend, CacheDirOption
 from src.backends.support import precompile
-from src.backends.support.inductor import cache_counts, cache_state, use_persistent_caches
+from src.backends.support.inductor import (
+    cache_counts,
+    cache_state,
+    inductor_settings,
+    use_persistent_caches,
+)
 from src.shared.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -57,6 +66,9 @@ class Compile(Backend):
         fullgraph: bool = False  # true: a graph break is an error instead of a warning
         warm_calls: int = 3  # calls made while preparing (compile, CUDA-graph recording); part of the build
         precompile: bool = True  # Dynamo's precompile, kept in the engine cache (support/precompile.py)
+        freezing: bool = False  # Inductor freezing: weights as constants, conv/BN folded at compile time
+        coordinate_descent: bool = False  # Inductor's coordinate-descent tuning of Triton kernel settings
+        compile_threads: int = 0  # Inductor's parallel compile workers; 0: the cores this process may use
 
         def __post_init__(self) -> None:
             if self.mode not in MODES:
@@ -69,6 +81,11 @@ class Compile(Backend):
         from torch._dynamo.utils import counters
 
         folder = use_persistent_caches(self.options.cache_dir)
+        self.tags["inductor_compile_threads"] = str(
+            inductor_settings(
+                self.options.freezing, self.options.coordinate_descent, self.options.compile_threads
+            )
+        )
         torch._dynamo.reset()
         counters.clear()  # this build's counts (a job's child is a fresh process; a test's is not)
         with torch.inference_mode():
@@ -77,7 +94,13 @@ class Compile(Backend):
             fn, self.tags["precompile"] = None, "off: backend.options.precompile=false"
             if self.options.precompile:
                 fn, self.tags["precompile"] = precompile.load_or_compile(
-                    model, example, self.job, self.options.mode, self.options.cache_dir, self.scratch
+                    model,
+                    example,
+                    self.job,
+                    self.options.mode,
+                    self.options.cache_dir,
+                    self.scratch,
+                    self.tuning(),
                 )
             if fn is None:  # the JIT path: Dynamo traces on the first call
                 torch._dynamo.reset()
@@ -93,6 +116,10 @@ class Compile(Backend):
         self.tags["inductor_cache_dir"] = str(folder)
         self._record("compile")
         return fn
+
+    def tuning(self) -> dict[str, bool]:
+        """The Inductor settings beyond the mode that change the compiled code (engine-cache keys)."""
+        return {"freezing": self.options.freezing, "coordinate_descent": self.options.coordinate_descent}
 
     def _record(self, when: str) -> None:
         counts = dynamo_counts()

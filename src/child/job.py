@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from src.backends import BACKENDS, Backend
-from src.child import energy, parity
+from src.child import energy, flops, parity
 from src.child.measure import stop_rule, summarize, synchronize, time_single_call_ms, timed_loop
+from src.child.profile import profile
 from src.models import MODELS, ModelDef
 from src.shared.envinfo import device_tags
 from src.shared.errors import Unavailable, Unsupported, is_out_of_memory
+from src.shared.peaks import peak_tflops
 from src.shared.progress import ARTIFACTS, ProgressWriter
 from src.shared.registry import load_plugins
-from src.shared.results import JOB, STOP
+from src.shared.results import JOB, STOP, Compute
 from src.shared.spec import GpuConfig, JobSpec
 
 if TYPE_CHECKING:
@@ -212,6 +214,13 @@ def _build_and_measure(
     synchronize(device)
     progress.metrics({JOB.model_load_s: load_s + time.perf_counter() - start})
 
+    gflop = None
+    try:
+        with torch.inference_mode():  # before the backend sees the model: the eager network's count
+            gflop, cached = flops.gflop_per_image(model, x, spec)
+        progress.tags({"flops_counted": "cached" if cached else "counted"})
+    except Exception as exc:  # a count is a convenience: the job is measured without it
+        progress.tags({"flops_counted": f"error: {type(exc).__name__}: {exc}"[:500]})
     for name in type(backend).imports:  # its libraries (Dynamo, Inductor): imported, not built
         importlib.import_module(name)
     progress.phase("compile")
@@ -245,6 +254,17 @@ def _build_and_measure(
     images = stats.iterations * spec.batch_size
     progress.result(energy.energy_window(meter, timing.edges, timing.window_s, images, no_meter))
     progress.result(energy.nameplate(spec.gpu, meter, stats.throughput_img_s))
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    peak = peak_tflops(card, spec.numerics.arithmetic(device.type)) if card else None
+    if gflop is not None:
+        progress.result(Compute(gflop, stats.throughput_img_s, *(peak or (None, ""))))
+    if m.profile:  # after the figures are logged: the profiled window cannot change or lose them
+        progress.phase("profile")
+        try:
+            with torch.inference_mode():
+                progress.result(profile(fn, x, device, m.profile_calls, out / "profile_kernels.csv"))
+        except Exception as exc:  # an extra: its failure (out of memory included) is a tag, not the job's
+            progress.tags({"profile_error": f"{type(exc).__name__}: {exc}"[:500]})
 
     backend.finish()
     progress.metrics(backend.metrics)

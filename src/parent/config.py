@@ -52,7 +52,7 @@ class ReportConfig:
 
 @dataclass
 class SearchConfig:
-    budget_s: float | None = None  # per model in a sweep: once its jobs used this much, the rest are skipped
+    budget_s: float | None = None  # the whole sweep's job time, shared by its rows (src/parent/budget.py)
 
 
 DEFAULT_BATCH = 32  # a job's batch size when neither batch_size nor batch_index is given
@@ -181,6 +181,7 @@ class Job:
     spec: JobSpec
     settings: ParentSettings
     config_yaml: str
+    budget_cut_s: float | None = None  # a search's: its timeout is what was left of its row's budget share
 
 
 ConfigStore.instance().store(name="base_config", node=BenchConfig)

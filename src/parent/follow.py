@@ -24,6 +24,7 @@ PHASES = {
     "compile": "compiling",
     "first_call": "making the first call",
     "measure": "measuring",
+    "profile": "profiling where the time goes",
     "export": "exporting",
     "done": "finishing",
 }
@@ -42,6 +43,7 @@ class Position:
     n: int | None  # the sweep's jobs (None: a sweeper whose grid is not known in advance)
     started: float  # the sweep's start, unix time
     sweep_dir: Path | None = None  # where the sweep's jobs note their start and end (JOBS_DIR)
+    budget_s: float | None = None  # a search's budget: what is left is at most what the budget leaves
 
     def line(self, text: str, now: float | None = None, finished: bool = False) -> str:
         """`[k/N] text (elapsed 3m10s, ~5m20s left)`: what is left, from the time of the jobs done."""
@@ -67,7 +69,10 @@ class Position:
         if not measured or to_go <= 0:
             return None
         at_once = max(1, len(notes) - len(ended))
-        return sum(measured) / len(measured) * to_go / at_once
+        left = sum(measured) / len(measured) * to_go / at_once
+        if self.budget_s:  # a search stops at its budget, whatever its jobs would take
+            left = min(left, max(0.0, self.budget_s - sum(n["wall_s"] for n in ended)) / at_once)
+        return left
 
     def note(self, wall_s: float | None = None, measured: bool = False) -> None:
         """The job started (no `wall_s`) or ended, in the sweep's folder, for every job's estimate."""
@@ -88,22 +93,36 @@ def _read_note(path: Path) -> dict | None:
         return None
 
 
-def write_sweep(sweep_dir: Path, jobs: list[int] | None) -> None:
-    """`jobs`: the Hydra job numbers that are jobs (None: not known in advance)."""
+def write_sweep(sweep_dir: Path, jobs: list[int] | None, rows: list[str] | None = None) -> None:
+    """`jobs`: the Hydra job numbers that are jobs (None: not known in advance); `rows`: each job's study
+    row (a search's budget is shared by them: src/parent/budget.py)."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     total = len(jobs) if jobs is not None else None
-    (sweep_dir / SWEEP_FILE).write_text(json.dumps({"total": total, "jobs": jobs, "started": time.time()}))
+    info = {"total": total, "jobs": jobs, "started": time.time(), "rows": rows}
+    (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
 
 
-def position(sweep_dir: Path | None, job_num: int | None) -> Position:
+def _sweep_info(sweep_dir: Path) -> dict:
+    return json.loads((sweep_dir / SWEEP_FILE).read_text())
+
+
+def sweep_rows(sweep_dir: Path | None) -> list[str] | None:
+    """The sweep's rows, one per job, as its start wrote them (None: not known)."""
+    try:
+        return _sweep_info(sweep_dir).get("rows") if sweep_dir is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+def position(sweep_dir: Path | None, job_num: int | None, budget_s: float | None = None) -> Position:
     """A single run is [1/1]; a sweep's job reads the sweep's file (absent: its own start, N unknown)."""
     if sweep_dir is None or job_num is None:
         return Position(1, 1, time.time())
     try:
-        info = json.loads((sweep_dir / SWEEP_FILE).read_text())
+        info = _sweep_info(sweep_dir)
         jobs = info.get("jobs")
         k = jobs.index(job_num) + 1 if jobs and job_num in jobs else job_num + 1
-        return Position(k, info.get("total"), float(info["started"]), sweep_dir)
+        return Position(k, info.get("total"), float(info["started"]), sweep_dir, budget_s)
     except (OSError, ValueError, KeyError):
         return Position(job_num + 1, None, time.time())
 

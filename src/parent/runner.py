@@ -10,14 +10,13 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from src import PROJECT_ROOT
-from src.parent import answers, early, follow, offline, telemetry, tracking
-from src.parent.budget import over_budget
+from src.parent import answers, budget, early, follow, offline, telemetry, tracking
 from src.parent.config import Job, unsupported_combination
 from src.parent.device import claim_device, identify
 from src.parent.measuring import META, judge_stability, measure
@@ -87,6 +86,10 @@ def run_job(
         beat = follow.heartbeat(where, spec.label)
         settings = job.settings
         result, trace = measure(claimed, gpu, job_dir, beat, settings.progress_every_s, settings.child_start)
+        if job.budget_cut_s is not None and result.status is Status.TIMEOUT:  # its row's share ran out
+            total = settings.search.budget_s or 0.0
+            result.status = Status.SKIPPED
+            result.reason = budget.stopped(result.wall_s, result.phase, job.budget_cut_s, total)
         judge_stability(result, claimed)  # from the child's windows and the trace read here
         result.metrics[JOB.lock_wait_s] = waited
         result.tags[JOB.config_key] = key
@@ -96,19 +99,29 @@ def run_job(
 
 
 def without_child(
-    job: Job, parent: str | None, sweep: bool, session: JobTracking | None = None
-) -> JobResult | None:
+    job: Job,
+    parent: str | None,
+    sweep: bool,
+    session: JobTracking | None = None,
+    rows: list[str] | None = None,
+) -> tuple[JobResult | None, Job]:
     """The job's result when no measuring child is needed to know it (None: measure it), in this order:
-    a combination its backend declares it cannot run, a search's spent budget (sweeps only: such a job
-    is not tried at all), a backend that `precheck` rules out here."""
+    a combination its backend declares it cannot run, its row's spent share of a search's budget (sweeps
+    only: such a job is not tried at all), a backend that `precheck` rules out here. And the job as it
+    will run: in a search, its timeout cut to what is left of its row's share (src/parent/budget.py).
+    `rows`: the sweep's rows, one per job."""
     if refused := unsupported_combination(job.spec):
-        return JobResult(Status.UNSUPPORTED, reason=refused)
-    budget = job.settings.search.budget_s
-    if sweep and budget and parent:
+        return JobResult(Status.UNSUPPORTED, reason=refused), job
+    total = job.settings.search.budget_s
+    if sweep and total and parent:
         client = (session or JobTracking.open(job, parent)).client
-        if spent := over_budget(client, budget, job.spec, parent):
-            return JobResult(Status.SKIPPED, reason=spent)
-    return early.decide(job.spec)
+        allowed = budget.allowance(client, total, job.spec, parent, rows)
+        if allowed.refused:
+            return JobResult(Status.SKIPPED, reason=allowed.refused), job
+        if allowed.left_s is not None and allowed.left_s < job.spec.measure.timeout_s:
+            measure = replace(job.spec.measure, timeout_s=allowed.left_s)
+            job = replace(job, spec=replace(job.spec, measure=measure), budget_cut_s=allowed.left_s)
+    return early.decide(job.spec), job
 
 
 def _record(

@@ -153,6 +153,60 @@ NAMEPLATE = Names("nameplate_w", "img_per_s_per_nameplate_w", "nameplate_source"
 
 
 @dataclass(frozen=True)
+class Compute:
+    """How much of the card the timed loop used: floating-point operations per image (counted once per
+    model and input shape by `torch.utils.flop_counter`; a multiply-add counts 2) times images/s, against
+    the card's dense peak for the job's arithmetic (`src/shared/peaks.py`; none for an unlisted card)."""
+
+    gflop_per_image: float
+    throughput_img_s: float
+    peak_tflops: float | None = None
+    peak_source: str = ""
+
+    @property
+    def achieved_tflops(self) -> float:
+        return self.gflop_per_image * self.throughput_img_s / 1e3
+
+    def metrics(self) -> dict[str, float]:
+        m = {COMPUTE.gflop_per_image: self.gflop_per_image, COMPUTE.achieved_tflops: self.achieved_tflops}
+        if self.peak_tflops:
+            m[COMPUTE.peak_tflops] = self.peak_tflops
+            m[COMPUTE.peak_used_pct] = 100.0 * self.achieved_tflops / self.peak_tflops
+        return m
+
+    def tags(self) -> dict[str, str]:
+        return {COMPUTE.peak_source: self.peak_source or "no peak known for this device"}
+
+
+COMPUTE = Names("gflop_per_image", "achieved_tflops", "peak_tflops", "peak_used_pct", "peak_source")
+KINDS = ("conv_matmul", "norm_pointwise", "copy_cat", "other")  # where the device's time goes, by kind
+
+
+@dataclass(frozen=True)
+class TimeShares:
+    """Where the time of a short profiled window after the timed one goes (`src/child/profile.py`): the
+    share of the device's busy time per kind of kernel (`KINDS`), and the window's idle share (no kernel
+    running; on a CPU, time outside the operators)."""
+
+    busy_ms: dict[str, float]  # kernel time by kind, summed over the window
+    window_ms: float  # the profiled window, wall time
+    calls: int  # model calls profiled
+    kernels: int  # kernels (operators on a CPU) seen
+
+    def metrics(self) -> dict[str, float]:
+        total = sum(self.busy_ms.values())
+        m = {f"time_{k}_pct": 100.0 * self.busy_ms.get(k, 0.0) / total if total else 0.0 for k in KINDS}
+        busy = min(total, self.window_ms)
+        m[PROFILE.idle_pct] = 100.0 * (1 - busy / self.window_ms) if self.window_ms > 0 else 0.0
+        m[PROFILE.profile_window_ms] = self.window_ms
+        m[PROFILE.profile_kernels] = float(self.kernels)
+        return m
+
+
+PROFILE = Names(*(f"time_{k}_pct" for k in KINDS), "idle_pct", "profile_window_ms", "profile_kernels")
+
+
+@dataclass(frozen=True)
 class TraceSummary:
     """The sampled power/clock trace, cut to the timed window (`src/parent/telemetry.py`)."""
 

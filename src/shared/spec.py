@@ -20,6 +20,19 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 # Parity tolerance on the relative L2 error, by the arithmetic a job asked for (docs/metrics.md says why).
 TOLERANCE_REL_L2 = {"fp32": 1e-4, "tf32": 1e-2, "fp16": 2e-2, "bf16": 8e-2}
+# Backend options that change the compiled code, named after the mode in a run's name and the report's
+# configuration ("compile fp16 CL reduce-overhead+freezing")
+NAMED_FLAGS = {"freezing": "freezing", "coordinate_descent": "coordinate-descent"}
+
+
+def variant(options: dict[str, Any]) -> str:
+    """A backend's mode and named flags as one word: "" (default), "max-autotune", "default+freezing".
+    `options` may be the job's (values) or a run's params (strings)."""
+    flags = [name for key, name in NAMED_FLAGS.items() if str(options.get(key)).lower() == "true"]
+    mode = str(options.get("mode") or "default")
+    if mode in ("-", "nan", "None"):
+        mode = "default"
+    return "" if mode == "default" and not flags else "+".join([mode, *flags])
 
 
 def _raise(problems: list[str]) -> None:
@@ -175,6 +188,8 @@ class MeasureConfig:
     seed: int = 0  # input and random-weight seed
     cudnn_benchmark: bool = True  # torch.backends.cudnn.benchmark
     parity_samples: int = 2  # samples compared with the eager fp32 model (src/child/parity.py); 0: no check
+    profile: bool = False  # after the timed loop, profile a short window: where the time goes (profile.py)
+    profile_calls: int = 10  # model calls in that window
 
     def __post_init__(self) -> None:
         _raise(_not_finite("measure", self))
@@ -202,6 +217,8 @@ class MeasureConfig:
             problems.append(
                 f"measure.parity_samples must be >= 0 (0: no parity check), got {self.parity_samples}"
             )
+        if self.profile_calls < 1:
+            problems.append(f"measure.profile_calls must be >= 1, got {self.profile_calls}")
         if self.timeout_s <= 0:
             problems.append(f"measure.timeout_s must be > 0, got {self.timeout_s}")
         _raise(problems)
@@ -248,8 +265,8 @@ class JobSpec:
     @property
     def label(self) -> str:
         layout = "-cl" if self.channels_last else ""
-        mode = self.backend.options.get("mode")
-        mode = f"-{mode}" if mode not in (None, "default") else ""
+        mode = variant(self.backend.options)
+        mode = f"-{mode}" if mode else ""
         return (
             f"{self.model.name}-{self.backend.name}{mode}-{self.numerics.label}{layout}-bs{self.batch_size}"
         )

@@ -49,3 +49,15 @@ def cache_state(counts: dict[str, int]) -> str:
     if hits + misses == 0:
         return "none"
     return "hit" if misses == 0 else "miss" if hits == 0 else "partial"
+
+
+def inductor_settings(freezing: bool, coordinate_descent: bool, compile_threads: int) -> int:
+    """Set Inductor's freezing, coordinate-descent tuning and parallel compile workers before a compile
+    (0 workers: the cores this process may run on); return the workers."""
+    import torch._inductor.config as inductor_config
+
+    threads = compile_threads or len(os.sched_getaffinity(0))
+    inductor_config.freezing = freezing
+    inductor_config.coordinate_descent_tuning = coordinate_descent
+    inductor_config.compile_threads = threads
+    return threads

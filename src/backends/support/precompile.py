@@ -65,6 +65,7 @@ def load_or_compile(
     mode: str,
     cache_dir: str | None,
     scratch: Callable[[], Path],
+    tuning: dict[str, bool] | None = None,
 ) -> tuple[Callable[[torch.Tensor], Any] | None, str]:
     """The precompiled module after its first call (None: fall back to the JIT path) and the tag: `hit`
     (loaded from the cache), `miss` (compiled and stored), or `off: why`. Runs under inference mode."""
@@ -75,7 +76,8 @@ def load_or_compile(
         return None, f"off: {why}"
     cache = EngineCache(cache_root(cache_dir), "compile")
     versions = model_library_versions(job)
-    key = cache_key(key_inputs(job, device_identity(example.device), versions, {"mode": mode}))
+    settings = {"mode": mode, **(tuning or {})}  # what changes the compiled code beyond the job's own keys
+    key = cache_key(key_inputs(job, device_identity(example.device), versions, settings))
     compiled = torch.compile(model, mode=None if mode == "default" else mode, fullgraph=True, dynamic=False)
     hit = cache.lookup(key) is not None
     try:
@@ -91,7 +93,7 @@ def load_or_compile(
                 compiled._save_aot_compiled_module(str(path))
         compiled(example)  # the first call: guards checked, kernels loaded
         if not hit:  # stored once it has run
-            cache.store(key, {FILE: path}, {"key": key, "mode": mode})
+            cache.store(key, {FILE: path}, {"key": key, **settings})
     except Exception as e:  # an experimental path: any failure falls back to the JIT path, with the reason
         if hit:  # a module that no longer loads or whose guards fail: the next job stores a new one
             shutil.rmtree(cache.entry(key), ignore_errors=True)

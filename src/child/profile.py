@@ -1,0 +1,104 @@
+"""Where the device's time goes: a short profiled window after the timed one (`measure.profile=true`).
+
+`torch.profiler` records `measure.profile_calls` calls of the prepared model. Each kernel (on a CPU: each
+operator, by its own time) is put in one kind by its name, first match wins: convolution and matrix
+multiply, copies and concatenation, normalisation and pointwise (with reductions and pooling), other.
+The idle share is the part of the window's span, from the first kernel's start to the last one's end, in
+which no kernel ran. The profiler's own work lengthens the host's gaps between launches, so for a
+launch-bound cell the idle share is an upper bound. The window runs after the timed loop and its energy
+reading, so it never changes the measured figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from src.shared.results import KINDS, TimeShares
+
+if TYPE_CHECKING:
+    import torch
+
+RULES = (  # (kind, pattern on the lowercased kernel or operator name), tried in this order
+    ("conv_matmul", r"conv|gemm|matmul|xmma|cutlass|cudnn|\bmm\b|addmm|bmm|linear|triton_tem|winograd|_mm_"),
+    ("copy_cat", r"memcpy|memset|copy|(^|_)cat(_|$)|concat|nchwtonhwc|nhwctonchw|transpose|clone|permute"),
+    (
+        "norm_pointwise",
+        r"norm|relu|silu|sigmoid|add|mul|elementwise|vectorized|triton_poi|triton_per|"
+        r"triton_red|reduce|pool|upsample|softmax|tanh|clamp|div|sub|exp|fill",
+    ),
+)
+
+
+def kind_of(name: str) -> str:
+    low = name.lower()
+    for kind, pattern in RULES:
+        if re.search(pattern, low):
+            return kind
+    return "other"
+
+
+def _span_and_busy(intervals: list[tuple[float, float]]) -> tuple[float, float]:
+    """(span from the first start to the last end, time covered by at least one interval), in µs."""
+    if not intervals:
+        return 0.0, 0.0
+    intervals.sort()
+    busy, (start, end) = 0.0, intervals[0]
+    for s, e in intervals[1:]:
+        if s > end:
+            busy += end - start
+            start, end = s, e
+        else:
+            end = max(end, e)
+    busy += end - start
+    return max(e for _, e in intervals) - intervals[0][0], busy
+
+
+def profile(fn: Callable[[Any], Any], x: Any, device: torch.device, calls: int, out: Path) -> TimeShares:
+    """Profile `calls` calls of `fn(x)` (under the caller's inference mode); write the kernels by time to
+    `out` (CSV) and return the shares."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    if cuda:
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn(x)
+        if cuda:
+            torch.cuda.synchronize(device)
+    wall_ms = (time.perf_counter() - start) * 1e3
+    wanted = DeviceType.CUDA if cuda else DeviceType.CPU
+    events = [e for e in prof.events() if e.device_type == wanted]
+    by_name: dict[str, list[float]] = {}
+    intervals = []
+    for e in events:
+        own_us = e.time_range.elapsed_us() if cuda else e.self_cpu_time_total
+        calls_time = by_name.setdefault(e.name, [0.0, 0.0])
+        calls_time[0] += 1
+        calls_time[1] += own_us
+        intervals.append((float(e.time_range.start), float(e.time_range.end)))
+    span_us, busy_us = _span_and_busy(intervals)
+    busy_ms = dict.fromkeys(KINDS, 0.0)
+    for name, (_, us) in by_name.items():
+        busy_ms[kind_of(name)] += us / 1e3
+    total = sum(busy_ms.values())
+    if total > 0 and busy_us > 0:  # the kinds' shares, scaled to the time a kernel ran (overlap counted once)
+        busy_ms = {k: v * busy_us / 1e3 / total for k, v in busy_ms.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["kernel", "kind", "calls", "total_ms", "share_pct"])
+        for name, (n, us) in sorted(by_name.items(), key=lambda kv: -kv[1][1]):
+            share = 100 * us / 1e3 / total if total else 0.0
+            writer.writerow([name[:300], kind_of(name), int(n), f"{us / 1e3:.4f}", f"{share:.2f}"])
+    window_ms = span_us / 1e3 if span_us > 0 else wall_ms
+    return TimeShares(busy_ms, window_ms, calls, len(events))
