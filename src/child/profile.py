@@ -1,8 +1,8 @@
 """Where the device's time goes: a short profiled window after the timed one (`measure.profile=true`).
 
 `torch.profiler` records `measure.profile_calls` calls of the prepared model. Each kernel (on a CPU: each
-operator, by its own time) is put in one kind by its name, first match wins: convolution and matrix
-multiply, copies and concatenation, normalisation and pointwise (with reductions and pooling), other.
+operator, by its own time) is put in one kind by its name (`kind_of`): convolution and matrix multiply,
+copies and concatenation, normalisation and pointwise (with reductions, pooling and resampling), other.
 The idle share is the part of the window's span, from the first kernel's start to the last one's end, in
 which no kernel ran. The profiler's own work lengthens the host's gaps between launches, so for a
 launch-bound cell the idle share is an upper bound. The window runs after the timed loop and its energy
@@ -23,22 +23,56 @@ from src.shared.results import KINDS, TimeShares
 if TYPE_CHECKING:
     import torch
 
-RULES = (  # (kind, pattern on the lowercased kernel or operator name), tried in this order
-    ("conv_matmul", r"conv|gemm|matmul|xmma|cutlass|cudnn|\bmm\b|addmm|bmm|linear|triton_tem|winograd|_mm_"),
-    ("copy_cat", r"memcpy|memset|copy|(^|_)cat(_|$)|concat|nchwtonhwc|nhwctonchw|transpose|clone|permute"),
-    (
-        "norm_pointwise",
-        r"norm|relu|silu|sigmoid|add|mul|elementwise|vectorized|triton_poi|triton_per|"
-        r"triton_red|reduce|pool|upsample|softmax|tanh|clamp|div|sub|exp|fill",
-    ),
+CONV_MATMUL = r"conv|gemm|matmul|xmma|cutlass|cudnn|\bmm\b|addmm|bmm|linear|triton_tem|winograd|_mm_"
+COPY = r"memcpy|memset|copy|(^|[_:])cat(_|$)|concat|nchwtonhwc|nhwctonchw|transpose|clone|permute"
+LAYOUT = r"nchwtonhwc|nhwctonchw|ncdhwtondhwc|ndhwctoncdhw"
+NORM_POINTWISE = (
+    r"norm|moments|relu|silu|sigmoid|add|mul|elementwise|vectorized|reduce|pool|upsample|interp|index|softmax|"
+    r"tanh|clamp|div|sub|exp|fill|max|mean|sum"
 )
+# Inductor names a Triton kernel after the operations it fuses; these only move or view data inside it
+LAYOUT_ONLY = {
+    "to",
+    "copy",
+    "clone",
+    "view",
+    "arange",
+    "unsqueeze",
+    "squeeze",
+    "permute",
+    "expand",
+    "as",
+    "strided",
+    "convert",
+    "element",
+    "type",
+    "unsafe",
+    "fused",
+    "poi",
+    "red",
+    "per",
+    "triton",
+}
 
 
 def kind_of(name: str) -> str:
+    """The kind of a kernel or operator, by its name. An Inductor kernel (`triton_poi_fused_...`) counts as a
+    copy when concatenation is among its fused operations or when it does nothing but move data
+    (`clone`, `_to_copy`, views); otherwise as normalisation/pointwise work."""
     low = name.lower()
-    for kind, pattern in RULES:
-        if re.search(pattern, low):
-            return kind
+    if re.search(LAYOUT, low):  # cuDNN's own layout transforms: copies, though named after cuDNN
+        return "copy_cat"
+    if re.search(CONV_MATMUL, low):
+        return "conv_matmul"
+    if low.startswith("triton_"):
+        ops = {t for t in re.split(r"_+", low) if t and not t.isdigit()}
+        if "cat" in ops:
+            return "copy_cat"
+        return "norm_pointwise" if ops - LAYOUT_ONLY else "copy_cat"
+    if re.search(COPY, low):
+        return "copy_cat"
+    if re.search(NORM_POINTWISE, low):
+        return "norm_pointwise"
     return "other"
 
 
