@@ -9,7 +9,8 @@ instead), now from the caches the first one filled (Inductor's FX graphs, autotu
 kernels, the precompiled modules). Prints each sweep's wall time and, per job, its status, build time
 and what the caches gave, then the warm/cold ratios. OVERRIDES go to both, e.g. a quick look on a CPU:
 
-    python benchmarks/search_time.py -- model=segresnet smoke=true batch_size=1 gpu=cpu \\
+    python benchmarks/search_time.py -- hydra.sweeper.params.model=segresnet \\
+        hydra.sweeper.params.batch_index=0 smoke=true gpu=cpu \\
         +candidate=eager_fp32,compile_fp16_cl,compile_fp16_cl_ro_freezing
 
 A benchmark, not a test: it asserts nothing.
@@ -66,6 +67,7 @@ def main() -> int:
     ap.add_argument("overrides", nargs="*", help="after --: Hydra overrides for both sweeps")
     a = ap.parse_args()
     store = Path(a.store or tempfile.mkdtemp(prefix="search-time-"))
+    store.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(store / "cache", ignore_errors=True)
     walls = {name: run_sweep(name, store, a.overrides) for name in ("cold", "warm")}
     cold, warm = jobs(store, "cold"), jobs(store, "warm")

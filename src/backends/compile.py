@@ -75,6 +75,11 @@ class Compile(Backend):
                 raise ConfigError(f"backend 'compile': mode '{self.mode}'; allowed: {', '.join(MODES)}")
             if self.warm_calls < 1:
                 raise ConfigError(f"backend 'compile': warm_calls must be >= 1, got {self.warm_calls}")
+            if self.compile_threads < 0:
+                raise ConfigError(
+                    f"backend 'compile': compile_threads must be >= 0 (0: the cores this process may use), "
+                    f"got {self.compile_threads}"
+                )
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], Any]:
         import torch

@@ -64,17 +64,19 @@ def run_job(
     session = session or JobTracking.open(job, parent)
     spec, force = job.spec, job.settings.force
     record = partial(_record, session, job, job_dir, parent)
+    keys = [config_key(spec)] if not spec.gpu.is_any else candidate_keys(spec)
+    # a search's job past its budget still links to an identical finished run: a resumed search keeps it
+    if decided is None or decided.status is Status.SKIPPED:
+        for key in keys:  # resumable sweeps: an identical job already finished ok (force=true re-measures)
+            if done := finished_run(session.client, session.exp_id, spec.label, key, force):
+                produce = partial(lambda r, _: (r, None), skipped(done, key))
+                return record(key, produce, where, link=True, measured=False)
     if decided is not None:
         gpu = identify(spec)
         if JOB.gpu_name not in decided.tags:
             cpu = "none (CPU)" if spec.gpu.cpu_fallback else "(not identified)"
             decided.tags[JOB.gpu_name] = gpu.name if gpu else cpu
         return record(config_key(spec, gpu), lambda _: (decided, None), where, measured=False)
-    keys = [config_key(spec)] if not spec.gpu.is_any else candidate_keys(spec)
-    for key in keys:  # resumable sweeps: an identical job already finished ok (force=true re-measures)
-        if done := finished_run(session.client, session.exp_id, spec.label, key, force):
-            produce = partial(lambda r, _: (r, None), skipped(done, key))
-            return record(key, produce, where, link=True, measured=False)
 
     def claim_and_measure(held: ExitStack) -> tuple[JobResult, telemetry.Trace | None]:
         # the device stays claimed until the result is logged: an identical job waiting for it then finds it
