@@ -38,6 +38,7 @@ from src.parent.sweep import (
     validate_or_exit,
 )
 from src.parent.tracking import PARENT_ENV, PARENT_FILE
+from src.report import MAX_P99_TAG
 from src.shared.envinfo import host_tags
 from src.shared.results import JOB
 
@@ -102,6 +103,8 @@ class BenchCallback(Callback):
             "host": host_tags()["host"],
             JOB.pid: str(os.getpid()),
         }
+        if config.report.max_p99_ms is not None:  # the sweep's reports apply its latency budget
+            tags[MAX_P99_TAG] = str(config.report.max_p99_ms)
         project = os.environ.get(PARENT_ENV)  # `mlflow run`'s project run, which `mlflow run` ends
         if project and self._client.get_run(project).info.experiment_id == exp_id:
             parent = project  # in the configured experiment: the project run is the sweep's parent

@@ -28,6 +28,7 @@ from src.parent.answers import fmt_img_s
 from src.shared.errors import ConfigError
 from src.shared.results import (
     COMPUTE,
+    COST,
     ENERGY,
     JOB,
     KINDS,
@@ -72,6 +73,7 @@ def task_title(model: str, task_tag: Any) -> str:
 
 
 SHARES = [*(f"time_{k}_pct" for k in KINDS), PROFILE.idle_pct]  # where the time goes (measure.profile)
+COST_COLUMNS = ("usd_per_million_images", "Best USD/M img")  # shown only where a price was set
 
 
 def load_runs(uri: str | None, experiment: str, parent: str | None, extra: str | None) -> Any:
@@ -141,6 +143,7 @@ def tidy(df: Any) -> Any:
             "rel_l2": col(f"metrics.{PARITY.parity_rel_l2_err}"),
             "windows_spread_pct": col(f"metrics.{LATENCY.throughput_spread_pct}"),
             "tflops": col(f"metrics.{COMPUTE.achieved_tflops}"),
+            "usd_per_million_images": col(f"metrics.{COST.usd_per_million_images}"),
             "peak_pct": col(f"metrics.{COMPUTE.peak_used_pct}"),
             **{share: col(f"metrics.{share}") for share in SHARES},
             "stable": col(f"tags.{STABLE.stable}").fillna("-"),
@@ -194,35 +197,53 @@ def cell(row: Any) -> str:
     return fmt_img_s(row["img_s"]) + marks
 
 
-def best_available(t: Any) -> Any:
+def best_available(t: Any, max_p99_ms: float | None = None) -> Any:
     """Per model, input shape, batch size and GPU: the fastest ok cell whose output passed the parity check,
-    with its speed-up over eager fp32, measured images per joule and img/s per nameplate watt."""
+    with its speed-up over eager fp32, measured images per joule and img/s per nameplate watt. With a
+    latency budget (`max_p99_ms`): per model, input shape and GPU, the fastest such cell whose p99 latency
+    is within it, at any batch size measured (column `any_batch`)."""
     import pandas as pd
 
     wide = wide_table(t)
     ok = wide[(wide["status"] == "ok") & (wide["parity"] == "pass") & wide["img_s"].notna()]
+    keys = ["model", "shape", "batch", "gpu"]
+    if max_p99_ms is not None:
+        ok = ok[pd.to_numeric(ok["p99_ms"], errors="coerce") <= max_p99_ms]
+        keys = ["model", "shape", "gpu"]
     rows = []
-    for (model, shape, batch, gpu), group in ok.groupby(["model", "shape", "batch", "gpu"], sort=True):
+    for _, group in ok.groupby(keys, sort=True):
         best = group.sort_values("img_s", ascending=False).iloc[0]
+        name = label(best) + (f" (batch {int(best['batch'])})" if max_p99_ms is not None else "")
         rows.append(
             {
-                "model": model,
-                "shape": shape,
-                "batch": int(batch),
-                "gpu": gpu,
-                "configuration": label(best),
+                "model": best["model"],
+                "shape": best["shape"],
+                "batch": int(best["batch"]),
+                "gpu": best["gpu"],
+                "configuration": name,
                 "img_s": best["img_s"],
+                "p99_ms": best["p99_ms"],
                 "speedup_vs_eager_fp32": best["speedup_vs_eager_fp32"],
                 "img_per_j": best["img_per_j"],
                 "img_s_per_plate_w": best["img_s_per_plate_w"],
                 "tflops": best["tflops"],
                 "peak_pct": best["peak_pct"],
+                "usd_per_million_images": best["usd_per_million_images"],
                 "stable": best["stable"],
                 **{share: best[share] for share in SHARES},
+                "any_batch": max_p99_ms is not None,
                 "run_id": best["run_id"],
             }
         )
     return pd.DataFrame(rows)
+
+
+def over_budget(t: Any, best: Any) -> list[str]:
+    """The model, input and GPU rows measured ok that have no configuration within the latency budget."""
+    ok = t[t["status"] == "ok"]
+    measured = {(r.model, r.shape, r.gpu) for r in ok.itertuples()}
+    within = {(r.model, r.shape, r.gpu) for r in best.itertuples()} if not best.empty else set()
+    return [f"{m} {s} on {g}" for m, s, g in sorted(measured - within)]
 
 
 def time_shares(best: Any, wide: Any) -> str:
@@ -251,16 +272,11 @@ def time_shares(best: Any, wide: Any) -> str:
 
 def best_cell(best: Any, model: str, shape: str, batch: int, gpu: str) -> dict[str, str]:
     """The study table's "Best available" columns for one row."""
-    match = (
-        best[
-            (best["model"] == model)
-            & (best["shape"] == shape)
-            & (best["batch"] == batch)
-            & (best["gpu"] == gpu)
-        ]
-        if not best.empty
-        else best
-    )
+    if best.empty:
+        match = best
+    else:  # under a latency budget, a model's best is at any batch: every row of the model shows it
+        same_batch = (best["batch"] == batch) | best.get("any_batch", False)
+        match = best[(best["model"] == model) & (best["shape"] == shape) & same_batch & (best["gpu"] == gpu)]
     if match.empty:
         return dict.fromkeys(
             (
@@ -271,6 +287,7 @@ def best_cell(best: Any, model: str, shape: str, batch: int, gpu: str) -> dict[s
                 "Best img/s/W",
                 "Best TFLOPS",
                 "Best % of peak",
+                "Best USD/M img",
             ),
             "-",
         )
@@ -284,6 +301,7 @@ def best_cell(best: Any, model: str, shape: str, batch: int, gpu: str) -> dict[s
         "Best img/s/W": _fmt(b["img_s_per_plate_w"]) or "-",
         "Best TFLOPS": _fmt(b.get("tflops")) or "-",
         "Best % of peak": _fmt(b.get("peak_pct")) or "-",
+        "Best USD/M img": _fmt(b.get("usd_per_million_images")) or "-",
     }
 
 
@@ -350,7 +368,7 @@ def wide_table(t: Any) -> Any:
     order = ["gpu", "model", "shape", "batch", "backend", "precision", "tf32", "channels_last", "mode"]
     columns = [*order, "status", "img_s", "img_s_min", "img_s_max", "runs", "spread_pct", "stable"]
     columns += ["speedup_vs_eager_fp32", "p50_ms", "p99_ms", "img_per_j", "img_s_per_plate_w", "tflops"]
-    columns += ["peak_pct", "parity"]
+    columns += ["peak_pct", "usd_per_million_images", "parity"]
     columns += ["rel_l2", "smoke", *SHARES, "run_id"]
     return t.sort_values(order)[columns].reset_index(drop=True)
 
@@ -379,14 +397,23 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def write(t: Any, out: Path, source: str, best: Any = None) -> tuple[list[Path], Any]:
+def _without_absent(frame: Any) -> Any:
+    """The table without the cost columns when no run had a price (absent, not zero)."""
+    gone = [c for c in COST_COLUMNS if c in frame and frame[c].isin(["-", ""]).all() | frame[c].isna().all()]
+    return frame.drop(columns=gone)
+
+
+def write(
+    t: Any, out: Path, source: str, best: Any = None, max_p99_ms: float | None = None
+) -> tuple[list[Path], Any]:
     """report.md, the tables as CSV and the plots; returns the files and the best-available table
-    (`best`: chosen among other runs than the report's, e.g. the whole experiment's)."""
+    (`best`: chosen among other runs than the report's, e.g. the whole experiment's). `max_p99_ms`: a
+    latency budget for Best available."""
     from src import report_html, report_plots
 
     out.mkdir(parents=True, exist_ok=True)
-    wide = wide_table(t)
-    best = best_available(t) if best is None else best
+    wide = _without_absent(wide_table(t))
+    best = best_available(t, max_p99_ms) if best is None else best
     reference, subject = next(iter(STUDY_COLUMNS)), list(STUDY_COLUMNS)[-1]
     parts = [
         "# Inference benchmark report\n",
@@ -401,17 +428,30 @@ def write(t: Any, out: Path, source: str, best: Any = None) -> tuple[list[Path],
         "CoV or GPU busy share passed the thresholds of docs/metrics.md, or a smoke run); `smoke` in the "
         "task: tiny smoke inputs, not for comparing.\n",
     ]
+    if max_p99_ms is not None:
+        missing = over_budget(t, best)
+        parts.append(
+            f"**Latency budget: p99 <= {max_p99_ms:g} ms.** Best available is the fastest configuration "
+            "within it at any batch size measured for the model and GPU, named with its batch. "
+            + (
+                f"No configuration within the budget: {'; '.join(missing)}.\n"
+                if missing
+                else "Every model has a configuration within it.\n"
+            )
+        )
     files = []
     tables = {gpu: study_table(t, gpu, best) for gpu in sorted(t["gpu"].unique())}
     # a GPU without a row (e.g. "(not identified)": only runs stopped before the card was known) is left out
     shown = {g: tab for g, tab in tables.items() if not tab.empty} or dict(list(tables.items())[:1])
     for i, (gpu, table) in enumerate(shown.items()):
+        table = _without_absent(table)
         parts += [f"## {gpu}\n", markdown(table)]
         files.append(out / f"study_{i}.csv")
         table.assign(GPU=gpu).to_csv(files[-1], index=False)
-    head = headline(t, best)
+    head = _without_absent(headline(t, best))
     parts += ["## Headline: each model across GPUs\n", markdown(head)]
-    parts += ["## Best available per model, input, batch size and GPU\n", markdown(best.drop(columns=SHARES))]
+    shown_best = _without_absent(best.drop(columns=[*SHARES, "any_batch"], errors="ignore"))
+    parts += ["## Best available per model, input, batch size and GPU\n", markdown(shown_best)]
     parts += ["## Where the time goes\n", time_shares(best, wide)]
     parts += ["## Every backend and precision\n", markdown(wide.drop(columns=["run_id", *SHARES]))]
     head.to_csv(out / "headline.csv", index=False)
@@ -429,25 +469,106 @@ def write(t: Any, out: Path, source: str, best: Any = None) -> tuple[list[Path],
     return [*files, *tables, *pngs], best
 
 
+MAX_P99_TAG = "report_max_p99_ms"  # on a sweep's run: the latency budget its reports apply
+SLOWER_EXIT = 5  # --compare with --fail-on-slower: a cell is slower beyond noise by more than allowed
+
+
 def make(
-    uri: str | None, experiment: str, parent: str | None, extra: str | None, out: Path, log_to_run: bool
+    uri: str | None,
+    experiment: str,
+    parent: str | None,
+    extra: str | None,
+    out: Path,
+    log_to_run: bool,
+    max_p99_ms: float | None = None,
 ) -> tuple[list[Path], Any] | None:
-    """Read the runs, write the report, log it to the sweep's parent run; None when there is no job run."""
+    """Read the runs, write the report, log it to the sweep's parent run; None when there is no job run.
+    `max_p99_ms`: a latency budget (None: the sweep's own, tag `report_max_p99_ms`, if it has one)."""
     df = load_runs(uri, experiment, parent, extra)
     if df.empty:
         return None
+    client = tracking.open_client(tracking.tracking_uri(uri))
+    if max_p99_ms is None and parent:
+        budget = client.get_run(parent).data.tags.get(MAX_P99_TAG)
+        max_p99_ms = float(budget) if budget else None
     source = f"experiment '{experiment}'" + (f", sweep {parent}" if parent else "")
     source += f", filter {extra}" if extra else ""
     best = None
     if parent:  # a sweep's rows, and for each the best run of the whole experiment (any sweep, any preset)
-        best = best_available(tidy(load_runs(uri, experiment, None, extra)))
+        best = best_available(tidy(load_runs(uri, experiment, None, extra)), max_p99_ms)
         source += "; best available: among every job run of the experiment"
-    files, best = write(tidy(df), out, source, best)
+    files, best = write(tidy(df), out, source, best, max_p99_ms)
     if parent and log_to_run:
-        client = tracking.open_client(tracking.tracking_uri(uri))
         for f in files:
             client.log_artifact(parent, str(f), artifact_path="report")
     return files, best
+
+
+def sweeps(uri: str | None, experiment: str) -> list[str]:
+    """The experiment's sweep runs, newest first."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri(uri))
+    df = mlflow.search_runs(
+        experiment_names=[experiment], filter_string="tags.kind = 'sweep'", order_by=["start_time DESC"]
+    )
+    return [] if df.empty else [str(i) for i in df["run_id"]]
+
+
+def side(uri: str | None, experiment: str, name: str) -> tuple[str | None, str | None]:
+    """A side of --compare as (sweep run id, MLflow filter): `latest`, `previous` (the sweep before it),
+    a sweep's run id, or a filter over the experiment's job runs."""
+    if name in ("latest", "previous"):
+        found = sweeps(uri, experiment)
+        i = 0 if name == "latest" else 1
+        if len(found) <= i:
+            raise SystemExit(
+                f"--compare: experiment '{experiment}' has {len(found)} sweep(s); '{name}' needs {i + 1}"
+            )
+        return found[i], None
+    if len(name) == 32 and all(c in "0123456789abcdef" for c in name):
+        return name, None
+    return None, name
+
+
+def compare(a: Any) -> int:
+    from src import report_compare
+
+    base, new = (side(a.uri, a.experiment, s) for s in a.compare)
+    runs = [load_runs(a.uri, a.experiment, parent, flt) for parent, flt in (base, new)]
+    if any(r.empty for r in runs):
+        print(f"--compare: no job runs on {'BASE' if runs[0].empty else 'NEW'} ({a.compare})")
+        return 1
+    out = Path(a.out)
+    files, both = report_compare.write(
+        tuple(a.compare), (tidy(runs[0]), tidy(runs[1])), tuple(runs), out, label, markdown
+    )
+    counts = both["verdict"].value_counts()
+    print(
+        f"{len(both)} cells on both sides: "
+        + ", ".join(f"{counts.get(v, 0)} {v}" for v in ("faster", "slower", "same"))
+    )
+    for _, r in both[both["verdict"] != "same"].iterrows():
+        print(
+            f"  {r['verdict']}: {label(r)} {r['model']} b{r['batch']} on {r['gpu']}: "
+            f"{r['img_s_base']:.1f} -> {r['img_s_new']:.1f} img/s "
+            f"({r['ratio']:.3f}x, noise {r['noise_pct']:.1f}%)"
+        )
+    parent = new[0]
+    if parent and not a.no_log:
+        client = tracking.open_client(tracking.tracking_uri(a.uri))
+        for f in files:
+            client.log_artifact(parent, str(f), artifact_path="compare")
+    print(
+        f"wrote {len(files)} files to {out}"
+        + (f" and logged them to run {parent}" if parent and not a.no_log else "")
+    )
+    if a.fail_on_slower is not None:
+        worse = report_compare.slower_beyond(both, a.fail_on_slower)
+        if not worse.empty:
+            print(f"{len(worse)} cell(s) slower by more than {a.fail_on_slower:g}% beyond their noise")
+            return SLOWER_EXIT
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -459,12 +580,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--filter", default=None, help="an MLflow filter, e.g. \"params.model = 'yolo'\"")
     ap.add_argument("--out", default="reports", help="folder for report.md, CSV and PNG files")
     ap.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's run")
+    ap.add_argument("--max-p99-ms", type=float, default=None, help="Best available within this p99 latency")
+    ap.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("BASE", "NEW"),
+        default=None,
+        help="compare two sides cell by cell: latest, previous, a sweep's run id, or an MLflow filter",
+    )
+    ap.add_argument(
+        "--fail-on-slower",
+        type=float,
+        default=None,
+        metavar="PCT",
+        help=f"with --compare: exit {SLOWER_EXIT} when a cell is slower by more than PCT%% beyond its noise",
+    )
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and " " in argv[0]:  # `mlflow run . -e report -P args="..."` passes one quoted string
         argv = shlex.split(argv[0])
     a = ap.parse_args(argv)
+    if a.fail_on_slower is not None and not a.compare:
+        ap.error("--fail-on-slower needs --compare BASE NEW")
+    if a.compare:
+        return compare(a)
     parent = a.parent or (latest_sweep(a.uri, a.experiment) if a.sweep else None)
-    made = make(a.uri, a.experiment, parent, a.filter, Path(a.out), not a.no_log)
+    made = make(a.uri, a.experiment, parent, a.filter, Path(a.out), not a.no_log, a.max_p99_ms)
     if made is None:
         print(f"no job runs in experiment '{a.experiment}'" + (f" under sweep {parent}" if parent else ""))
         return 1

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 
 def gflop_per_image(model: torch.nn.Module, x: torch.Tensor, spec: JobSpec) -> tuple[float, bool]:
-    """GFLOP per image of `model` (eager, placed) on the first image of `x`; and whether it was cached.
-    Call under `torch.inference_mode()`."""
+    """GFLOP per image of `model` (the eager network, placed) on the first image of `x`; and whether it
+    was cached. Called after the timed loop (a model's first call is the job's own), under
+    `torch.inference_mode()`."""
     from torch.utils.flop_counter import FlopCounterMode
 
     identity = {**spec.model.identity(), "input_shape": list(spec.model.input_shape)}

@@ -25,7 +25,7 @@ from src.shared.errors import Unavailable, Unsupported, is_out_of_memory
 from src.shared.peaks import peak_tflops
 from src.shared.progress import ARTIFACTS, ProgressWriter
 from src.shared.registry import load_plugins
-from src.shared.results import JOB, STOP, Compute
+from src.shared.results import JOB, STOP, Compute, Cost
 from src.shared.spec import GpuConfig, JobSpec
 
 if TYPE_CHECKING:
@@ -214,13 +214,6 @@ def _build_and_measure(
     synchronize(device)
     progress.metrics({JOB.model_load_s: load_s + time.perf_counter() - start})
 
-    gflop = None
-    try:
-        with torch.inference_mode():  # before the backend sees the model: the eager network's count
-            gflop, cached = flops.gflop_per_image(model, x, spec)
-        progress.tags({"flops_counted": "cached" if cached else "counted"})
-    except Exception as exc:  # a count is a convenience: the job is measured without it
-        progress.tags({"flops_counted": f"error: {type(exc).__name__}: {exc}"[:500]})
     for name in type(backend).imports:  # its libraries (Dynamo, Inductor): imported, not built
         importlib.import_module(name)
     progress.phase("compile")
@@ -254,10 +247,18 @@ def _build_and_measure(
     images = stats.iterations * spec.batch_size
     progress.result(energy.energy_window(meter, timing.edges, timing.window_s, images, no_meter))
     progress.result(energy.nameplate(spec.gpu, meter, stats.throughput_img_s))
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    peak = peak_tflops(card, spec.numerics.arithmetic(device.type)) if card else None
-    if gflop is not None:
+    progress.phase("count_flops")  # after the figures: one eager call on one image, or the cached count
+    try:
+        with torch.inference_mode():
+            gflop, cached = flops.gflop_per_image(model, x, spec)
+        progress.tags({"flops_counted": "cached" if cached else "counted"})
+        card = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+        peak = peak_tflops(card, spec.numerics.arithmetic(device.type)) if card else None
         progress.result(Compute(gflop, stats.throughput_img_s, *(peak or (None, ""))))
+    except Exception as exc:  # a count is an extra: the job's figures are already logged
+        progress.tags({"flops_counted": f"error: {type(exc).__name__}: {exc}"[:500]})
+    if spec.gpu.usd_per_hour:
+        progress.result(Cost(spec.gpu.usd_per_hour, stats.throughput_img_s))
     if m.profile:  # after the figures are logged: the profiled window cannot change or lose them
         progress.phase("profile")
         try:

@@ -48,11 +48,17 @@ class TrackingConfig:
 class ReportConfig:
     at_end: bool = True  # a sweep writes its report (src/report.py) and logs it to its parent run as it ends
     out: str | None = None  # null: <sweep folder>/report
+    max_p99_ms: float | None = None  # a latency budget: Best available is the fastest within it, any batch
 
 
 @dataclass
 class SearchConfig:
     budget_s: float | None = None  # the whole sweep's job time, shared by its rows (src/parent/budget.py)
+
+
+@dataclass
+class CostConfig:
+    usd_per_hour: float | None = None  # the card's hourly price: usd_per_million_images per run; null: none
 
 
 DEFAULT_BATCH = 32  # a job's batch size when neither batch_size nor batch_index is given
@@ -78,6 +84,7 @@ class BenchConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
     plugins: list[str] = field(default_factory=list)  # extra modules that register models/backends
 
     def __post_init__(self) -> None:
@@ -105,6 +112,8 @@ class BenchConfig:
             problems.append(f"child_start '{self.child_start}'; allowed: {', '.join(START_MODES)}")
         if not self.progress_every_s > 0:
             problems.append(f"progress_every_s must be > 0 seconds, got {self.progress_every_s}")
+        if self.cost.usd_per_hour is not None and not self.cost.usd_per_hour > 0:
+            problems.append(f"cost.usd_per_hour must be > 0, or null, got {self.cost.usd_per_hour}")
         if self.search.budget_s is not None and not self.search.budget_s > 0:
             problems.append(
                 f"search.budget_s must be > 0 seconds, or null (no budget), got {self.search.budget_s}"
@@ -146,7 +155,7 @@ class BenchConfig:
             precision=self.precision.name,
             tf32=self.precision.tf32,
             batch_size=self.batch_size,
-            gpu=self.gpu,
+            gpu=replace(self.gpu, usd_per_hour=self.cost.usd_per_hour or self.gpu.usd_per_hour),
             channels_last=self.channels_last,
             smoke=self.smoke,
             measure=self.measure,
@@ -249,6 +258,7 @@ SECTIONS: dict[str, Any] = {
     "tracking": TrackingConfig,
     "report": ReportConfig,
     "search": SearchConfig,
+    "cost": CostConfig,
 }
 
 

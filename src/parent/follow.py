@@ -24,6 +24,7 @@ PHASES = {
     "compile": "compiling",
     "first_call": "making the first call",
     "measure": "measuring",
+    "count_flops": "counting floating-point operations",
     "profile": "profiling where the time goes",
     "export": "exporting",
     "done": "finishing",

@@ -178,6 +178,19 @@ class Compute:
         return {COMPUTE.peak_source: self.peak_source or "no peak known for this device"}
 
 
+@dataclass(frozen=True)
+class Cost:
+    """What a million images cost on a card rented by the hour (`cost.usd_per_hour` or the GPU preset's)."""
+
+    usd_per_hour: float
+    throughput_img_s: float
+
+    def metrics(self) -> dict[str, float]:
+        per_million = self.usd_per_hour / 3600 / self.throughput_img_s * 1e6 if self.throughput_img_s else 0.0
+        return {COST.usd_per_hour: self.usd_per_hour, COST.usd_per_million_images: per_million}
+
+
+COST = Names("usd_per_hour", "usd_per_million_images")
 COMPUTE = Names("gflop_per_image", "achieved_tflops", "peak_tflops", "peak_used_pct", "peak_source")
 KINDS = ("conv_matmul", "norm_pointwise", "copy_cat", "other")  # where the device's time goes, by kind
 

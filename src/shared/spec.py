@@ -136,6 +136,9 @@ class GpuConfig:
     match: str | None = None  # presets: text the detected card's name must contain for the preset to apply
     memory_gib: float | None = None
     nameplate_w: float | None = None  # presets: rated power as the study states it; auto: NVML's limit
+    usd_per_hour: float | None = (
+        None  # the card's hourly price, where a user sets it (cost.usd_per_hour wins)
+    )
 
     def __post_init__(self) -> None:
         self.index = str(self.index)
@@ -145,6 +148,8 @@ class GpuConfig:
                 f"gpu '{self.index}' is not allowed; "
                 "allowed: auto, any, cpu, or a CUDA device index (0, 1, ...)"
             )
+        if self.usd_per_hour is not None and not self.usd_per_hour > 0:
+            problems.append(f"gpu.usd_per_hour must be > 0, or null, got {self.usd_per_hour}")
         if self.index == "cpu" and self.name:
             problems.append(f"gpu preset '{self.name}' cannot run on the CPU (gpu.index=cpu)")
         _raise(problems)
@@ -302,6 +307,7 @@ class JobSpec:
         job = self.to_dict()
         job["model"] = self.model.identity()
         job["measure"].pop("timeout_s", None)
+        job["gpu"].pop("usd_per_hour", None)  # a price, not part of the measurement
         return job
 
     def params(self) -> dict[str, str]:
