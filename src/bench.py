@@ -56,8 +56,7 @@ def main(cfg: DictConfig) -> str:
     parent = parent_run_id(sweep_dir)
     start = time.monotonic()
     session = JobTracking.open(job, parent)  # the job's one tracking session
-    rows = follow.sweep_rows(sweep_dir) if total else None
-    decided, job = without_child(job, parent, sweep_dir is not None, session, rows)
+    decided, job = without_child(job, parent, sweep_dir is not None, session, where.rows)
     if decided is not None:
         decided.wall_s = time.monotonic() - start  # the job's whole cost: deciding (`job_wall_s`)
     result, run_id = run_job(job, job_dir, parent, decided, where, session)

@@ -27,7 +27,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from src.parent import answers, budget, conclude, follow, offline, template_client, tracking
-from src.parent.config import to_spec
 from src.parent.sweep import (
     check_surroundings,
     note_pending,
@@ -89,7 +88,8 @@ class BenchCallback(Callback):
         if basic and config.child_start == "template":  # torch's import overlaps the checks below
             template_client.warm_template()
         composed = sweep_configs(config)
-        numbers = validate_or_exit(composed) if composed else None  # None: another sweeper's grid
+        specs = validate_or_exit(composed) if composed else None  # None: another sweeper's grid
+        numbers = list(specs) if specs is not None else None
         check_surroundings(config, sweep_dir)
         if numbers and basic:
             # the jobs run in this process, one after another: its template imports their libraries now
@@ -122,9 +122,8 @@ class BenchCallback(Callback):
         atexit.register(self._stopped)
         os.environ[PARENT_ENV] = parent
         rows = None
-        if numbers and config.search.budget_s:  # a search: its budget is shared by the study rows
-            specs = [to_spec(composed[n][1]) for n in numbers]
-            rows = [budget.row_of(s.model.name, s.batch_size) for s in specs]
+        if specs and config.search.budget_s:  # a search: its budget is shared by the study rows
+            rows = [budget.row_of(s.model.name, s.batch_size) for s in specs.values()]
         follow.write_sweep(sweep_dir, numbers, rows)
         total = len(numbers) if numbers is not None else None
         (sweep_dir / PARENT_FILE).write_text(parent)

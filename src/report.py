@@ -102,13 +102,8 @@ def load_runs(uri: str | None, experiment: str, parent: str | None, extra: str |
 
 
 def latest_sweep(uri: str | None, experiment: str) -> str | None:
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking.tracking_uri(uri))
-    df = mlflow.search_runs(
-        experiment_names=[experiment], filter_string="tags.kind = 'sweep'", order_by=["start_time DESC"]
-    )
-    return None if df.empty else str(df.iloc[0]["run_id"])
+    found = sweeps(uri, experiment)
+    return found[0] if found else None
 
 
 def tidy(df: Any) -> Any:
@@ -399,7 +394,7 @@ def _fmt(v: Any) -> str:
 
 def _without_absent(frame: Any) -> Any:
     """The table without the cost columns when no run had a price (absent, not zero)."""
-    gone = [c for c in COST_COLUMNS if c in frame and frame[c].isin(["-", ""]).all() | frame[c].isna().all()]
+    gone = [c for c in COST_COLUMNS if c in frame and (frame[c].isin(["-", ""]) | frame[c].isna()).all()]
     return frame.drop(columns=gone)
 
 
@@ -487,8 +482,8 @@ def make(
     df = load_runs(uri, experiment, parent, extra)
     if df.empty:
         return None
-    client = tracking.open_client(tracking.tracking_uri(uri))
-    if max_p99_ms is None and parent:
+    client = tracking.open_client(tracking.tracking_uri(uri)) if parent else None
+    if max_p99_ms is None and client is not None:
         budget = client.get_run(parent).data.tags.get(MAX_P99_TAG)
         max_p99_ms = float(budget) if budget else None
     source = f"experiment '{experiment}'" + (f", sweep {parent}" if parent else "")
@@ -498,7 +493,7 @@ def make(
         best = best_available(tidy(load_runs(uri, experiment, None, extra)), max_p99_ms)
         source += "; best available: among every job run of the experiment"
     files, best = write(tidy(df), out, source, best, max_p99_ms)
-    if parent and log_to_run:
+    if client is not None and log_to_run:
         for f in files:
             client.log_artifact(parent, str(f), artifact_path="report")
     return files, best

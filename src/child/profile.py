@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
 
 CONV_MATMUL = r"conv|gemm|matmul|xmma|cutlass|cudnn|\bmm\b|addmm|bmm|linear|triton_tem|winograd|_mm_"
-COPY = r"memcpy|memset|copy|(^|[_:])cat(_|$)|concat|nchwtonhwc|nhwctonchw|transpose|clone|permute"
+COPY = r"memcpy|memset|copy|(^|[_:])cat(_|$)|concat|transpose|clone|permute"
 LAYOUT = r"nchwtonhwc|nhwctonchw|ncdhwtondhwc|ndhwctoncdhw"
 NORM_POINTWISE = (
     r"norm|moments|relu|silu|sigmoid|add|mul|elementwise|vectorized|reduce|pool|upsample|interp|index|softmax|"
@@ -135,4 +135,4 @@ def profile(fn: Callable[[Any], Any], x: Any, device: torch.device, calls: int, 
             share = 100 * us / 1e3 / total if total else 0.0
             writer.writerow([name[:300], kind_of(name), int(n), f"{us / 1e3:.4f}", f"{share:.2f}"])
     window_ms = span_us / 1e3 if span_us > 0 else wall_ms
-    return TimeShares(busy_ms, window_ms, calls, len(events))
+    return TimeShares(busy_ms, window_ms, len(events))

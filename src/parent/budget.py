@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from src.parent import tracking
+from src.parent import answers, tracking
 from src.shared.results import JOB
 from src.shared.spec import JobSpec
 
@@ -28,12 +28,8 @@ def row_of(model: str, batch_size: int | str) -> str:
 
 def is_reference(spec: JobSpec) -> bool:
     """The eager fp32 run (PyTorch's default TF32 switches, contiguous layout) of its row."""
-    return (
-        spec.backend.name == "eager"
-        and spec.precision == "fp32"
-        and spec.tf32 is None
-        and not spec.channels_last
-    )
+    params = spec.params()
+    return all(params[k] == v for k, v in answers.REFERENCE.items())
 
 
 @dataclass(frozen=True)

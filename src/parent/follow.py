@@ -45,6 +45,7 @@ class Position:
     started: float  # the sweep's start, unix time
     sweep_dir: Path | None = None  # where the sweep's jobs note their start and end (JOBS_DIR)
     budget_s: float | None = None  # a search's budget: what is left is at most what the budget leaves
+    rows: list[str] | None = None  # the sweep's study rows, one per job (a search's budget shares them)
 
     def line(self, text: str, now: float | None = None, finished: bool = False) -> str:
         """`[k/N] text (elapsed 3m10s, ~5m20s left)`: what is left, from the time of the jobs done."""
@@ -103,27 +104,16 @@ def write_sweep(sweep_dir: Path, jobs: list[int] | None, rows: list[str] | None 
     (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
 
 
-def _sweep_info(sweep_dir: Path) -> dict:
-    return json.loads((sweep_dir / SWEEP_FILE).read_text())
-
-
-def sweep_rows(sweep_dir: Path | None) -> list[str] | None:
-    """The sweep's rows, one per job, as its start wrote them (None: not known)."""
-    try:
-        return _sweep_info(sweep_dir).get("rows") if sweep_dir is not None else None
-    except (OSError, ValueError):
-        return None
-
-
 def position(sweep_dir: Path | None, job_num: int | None, budget_s: float | None = None) -> Position:
     """A single run is [1/1]; a sweep's job reads the sweep's file (absent: its own start, N unknown)."""
     if sweep_dir is None or job_num is None:
         return Position(1, 1, time.time())
     try:
-        info = _sweep_info(sweep_dir)
+        info = json.loads((sweep_dir / SWEEP_FILE).read_text())
         jobs = info.get("jobs")
         k = jobs.index(job_num) + 1 if jobs and job_num in jobs else job_num + 1
-        return Position(k, info.get("total"), float(info["started"]), sweep_dir, budget_s)
+        started = float(info["started"])
+        return Position(k, info.get("total"), started, sweep_dir, budget_s, info.get("rows"))
     except (OSError, ValueError, KeyError):
         return Position(job_num + 1, None, time.time())
 

@@ -77,15 +77,16 @@ def _verdict(cfg: DictConfig, single: bool = False) -> tuple[str, Any]:
         return "refused", str(exc)
 
 
-def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) -> list[int]:
-    """Exit 2 on bad input, else return the positions (Hydra's job numbers) of the jobs that will run.
+def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) -> dict[int, Any]:
+    """Exit 2 on bad input, else return the jobs that will run: their JobSpecs by position (Hydra's job
+    number).
     A combination a backend declares it cannot run is bad input for a single run; in a sweep it becomes
     that job's `unsupported` result (listed here, recorded when the job runs). In a sweep, a
     `batch_index` past a model's study batch sizes is no job at all (`beyond_study_rows`)."""
     problems: dict[str, list[str]] = {}
     refused: Counter[str] = Counter()
     absent = 0
-    real = []
+    real = {}
     for number, (overrides, cfg) in enumerate(jobs):
         if isinstance(cfg, Exception):
             kind, found = "refused", _hydra_message(cfg)
@@ -96,7 +97,7 @@ def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) ->
             continue
         why = found
         if kind == "job":
-            real.append(number)
+            real[number] = found
             why = unsupported_combination(found)
             if single and not why:  # alone, what cannot run is bad input (a sweep records a result)
                 why = early.refusal(found)

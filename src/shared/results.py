@@ -202,8 +202,7 @@ class TimeShares:
     running; on a CPU, time outside the operators)."""
 
     busy_ms: dict[str, float]  # kernel time by kind, summed over the window
-    window_ms: float  # the profiled window, wall time
-    calls: int  # model calls profiled
+    window_ms: float  # the profiled window: first kernel's start to last kernel's end
     kernels: int  # kernels (operators on a CPU) seen
 
     def metrics(self) -> dict[str, float]:
