@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from src import PROJECT_ROOT
 from src.parent import config as _config
-from src.parent import follow, offline
+from src.parent import follow, max_batch, offline
 from src.parent.runner import JobTracking, run_job, without_child
 from src.parent.sweep import exit_code, note_pending, note_statuses, pending_line, refuse
 from src.parent.tracking import PARENT_ENV, parent_run_id
@@ -41,7 +41,7 @@ def _terminated(signum: int, frame: object) -> None:
 def main(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
     sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
-    if sweep_dir is not None and _config.beyond_study_rows(cfg):
+    if sweep_dir is not None and (_config.beyond_study_rows(cfg) or _config.beyond_max_batch_steps(cfg)):
         _drop_folder(Path(hc.runtime.output_dir))  # not a cell of the study: no job, no run, no folder
         return "absent"
     try:  # checked by the callback for the basic sweeper already: the same check, the same answer
@@ -56,6 +56,15 @@ def main(cfg: DictConfig) -> str:
     parent = parent_run_id(sweep_dir)
     start = time.monotonic()
     session = JobTracking.open(job, parent)  # the job's one tracking session
+    if sweep_dir is not None and job.settings.max_batch.step is not None:
+        placed, why = max_batch.place(session.client, parent, job)
+        if placed is None:  # the search of this configuration is over: no job, no run, no folder
+            what = job.spec.label.rsplit("-bs", 1)[0]
+            log.info(where.line(f"{what}: no step {job.settings.max_batch.step}: {why}"))
+            where.note(0.0)
+            _drop_folder(Path(hc.runtime.output_dir), job_dir)
+            return "absent"
+        job = placed
     decided, job = without_child(job, parent, sweep_dir is not None, session, where.rows)
     if decided is not None:
         decided.wall_s = time.monotonic() - start  # the job's whole cost: deciding (`job_wall_s`)
@@ -71,10 +80,13 @@ def main(cfg: DictConfig) -> str:
     return result.status.value
 
 
-def _drop_folder(path: Path) -> None:
-    """The folder Hydra made for a combination that is not a job, if it holds only Hydra's own files."""
+def _drop_folder(path: Path, job_dir: Path | None = None) -> None:
+    """The folder Hydra made for a combination that is not a job, if it holds only Hydra's own files
+    (and `job_dir`, this job's empty folder)."""
     import shutil
 
+    if job_dir is not None:
+        job_dir.rmdir()
     if path.is_dir() and {p.name for p in path.iterdir()} <= {".hydra", "bench.log"}:
         shutil.rmtree(path, ignore_errors=True)
 

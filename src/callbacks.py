@@ -32,6 +32,7 @@ from src.parent.sweep import (
     note_pending,
     note_statuses,
     pending_line,
+    refuse,
     summary_table,
     sweep_configs,
     validate_or_exit,
@@ -89,6 +90,15 @@ class BenchCallback(Callback):
             template_client.warm_template()
         composed = sweep_configs(config)
         specs = validate_or_exit(composed) if composed else None  # None: another sweeper's grid
+        steps = any(not isinstance(c, Exception) and c.max_batch.step is not None for _, c in composed)
+        if steps and not basic:
+            refuse(
+                {
+                    "+experiment=max_batch runs each configuration's steps one after another (each reads "
+                    f"the ones before it); allowed: the basic launcher, not {launcher.split('.')[-1]}": []
+                },
+                jobs=1,
+            )
         numbers = list(specs) if specs is not None else None
         check_surroundings(config, sweep_dir)
         if numbers and basic:

@@ -404,7 +404,7 @@ def write(
     """report.md, the tables as CSV and the plots; returns the files and the best-available table
     (`best`: chosen among other runs than the report's, e.g. the whole experiment's). `max_p99_ms`: a
     latency budget for Best available."""
-    from src import report_html, report_plots
+    from src import report_batch, report_html, report_plots
 
     out.mkdir(parents=True, exist_ok=True)
     wide = _without_absent(wide_table(t))
@@ -448,11 +448,17 @@ def write(
     shown_best = _without_absent(best.drop(columns=[*SHARES, "any_batch"], errors="ignore"))
     parts += ["## Best available per model, input, batch size and GPU\n", markdown(shown_best)]
     parts += ["## Where the time goes\n", time_shares(best, wide)]
+    batches = report_batch.scaling(wide, label)
+    if not batches.empty:
+        parts += ["## Largest batch and the knee\n", report_batch.INTRO, markdown(batches)]
+        batches.to_csv(out / "max_batch.csv", index=False)
     parts += ["## Every backend and precision\n", markdown(wide.drop(columns=["run_id", *SHARES]))]
     head.to_csv(out / "headline.csv", index=False)
     best.to_csv(out / "best.csv", index=False)
     wide.to_csv(out / "wide.csv", index=False)
     drawn = report_plots.draw(wide, out, label)
+    if not batches.empty:
+        drawn.append(("Largest batch and the knee", report_batch.plot(wide, batches, out, label), ""))
     parts += ["## Plots\n"]
     for title, png, note in drawn:
         parts.append(f"### {title}\n\n![{png.stem}]({png.name})\n" if png else f"### {title}\n\n{note}\n")
@@ -461,6 +467,7 @@ def write(
     (out / "report.html").write_text(report_html.to_html(text, out), encoding="utf-8")
     pngs = [png for _, png, _ in drawn if png]
     tables = [out / f for f in ("headline.csv", "best.csv", "wide.csv", "report.md", "report.html")]
+    tables += [out / "max_batch.csv"] if not batches.empty else []
     return [*files, *tables, *pngs], best
 
 

@@ -76,6 +76,25 @@ def configure_torch(spec: JobSpec, device: torch.device) -> dict[str, str]:
     }
 
 
+def limit_memory(gib: float, device: torch.device) -> dict[str, str]:
+    """Cap what the job may allocate: on a GPU, a fraction of the card for PyTorch's caching allocator
+    (past it, torch.OutOfMemoryError); on the CPU, the process's data segment (RLIMIT_DATA) at what it
+    holds now plus `gib` (past it, the allocator's "can't allocate memory")."""
+    import torch
+
+    limit = int(gib * 2**30)
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, limit / total), device)
+        return {"memory_limit": f"{gib:g} GiB of {total / 2**30:.0f} GiB (caching allocator)"}
+    status = Path("/proc/self/status").read_text()
+    held = int(re.search(r"VmData:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    soft = held + limit if hard == resource.RLIM_INFINITY else min(hard, held + limit)
+    resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+    return {"memory_limit": f"{gib:g} GiB beyond {held / 2**30:.2f} GiB held (RLIMIT_DATA)"}
+
+
 def make_input(spec: JobSpec, device: torch.device) -> torch.Tensor:
     """The job's input batch at its precision: the same values for the same seed, every time."""
     import torch
@@ -179,6 +198,8 @@ def execute(spec: JobSpec, job_dir: Path, progress: ProgressWriter, started: flo
     if why:
         raise Unsupported(why)
     progress.tags(configure_torch(spec, device))
+    if spec.measure.memory_limit_gib is not None:
+        progress.tags(limit_memory(spec.measure.memory_limit_gib, device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     progress.metrics({JOB.setup_s: time.perf_counter() - started})

@@ -53,7 +53,8 @@ def main(argv: list[str]) -> int:
             progress.status(Status.UNAVAILABLE, str(exc))
         except Exception as exc:
             traceback.print_exc()
-            status = Status.OOM if is_out_of_memory(exc) else Status.FAILED
+            limited = spec.measure.memory_limit_gib is not None
+            status = Status.OOM if is_out_of_memory(exc, limited) else Status.FAILED
             progress.status(status, f"{type(exc).__name__}: {exc}")
         else:
             progress.phase("done")

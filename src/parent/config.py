@@ -10,6 +10,7 @@ model is built or any MLflow state is written.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -57,6 +58,55 @@ class SearchConfig:
 
 
 @dataclass
+class MaxBatchConfig:
+    step: int | None = None  # +experiment=max_batch sweeps it: step k of each configuration's search
+    start: int = 1  # the first batch tried; doubled until out of memory or `limit`
+    limit: int = 1024  # the largest batch tried
+    multiple: int = 1  # past it, the bisection tries multiples of this only (8: tensor-core sizes)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.start < 1 or self.limit < self.start:
+            problems.append(
+                f"max_batch.start ({self.start}) and max_batch.limit ({self.limit}) must satisfy "
+                "1 <= start <= limit"
+            )
+        if self.multiple < 1:
+            problems.append(f"max_batch.multiple must be >= 1, got {self.multiple}")
+        if self.step is not None and self.step < 0:
+            problems.append(f"max_batch.step must be >= 0, got {self.step}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def steps(self) -> int:
+        """The most steps a search can take: doubling from `start` to `limit`, then bisecting."""
+        doublings = math.ceil(math.log2(self.limit / self.start))
+        return doublings + 1 + math.ceil(math.log2(self.limit)) + 1
+
+    def next_batch(self, fits: set[int], oom: set[int]) -> tuple[int | None, str]:
+        """The next batch to try, from the batches that fit and those that ran out of memory, or None
+        and why the search is over: double from `start` until out of memory (or `limit`), then bisect
+        between the largest batch that fits and the smallest that does not."""
+        if not fits and not oom:
+            return self.start, ""
+        hi = min(oom) if oom else None
+        lo = max((b for b in fits if hi is None or b < hi), default=0)
+        if hi is None:
+            if lo >= self.limit:
+                return None, f"batch {lo} fits: it is max_batch.limit"
+            return min(2 * lo, self.limit), ""
+        step = self.multiple if lo >= self.multiple else 1
+        if hi - lo <= step:
+            if lo == 0:
+                return None, f"no batch fits: batch {hi} ran out of memory"
+            return None, f"the largest batch that fits is {lo}; {hi} ran out of memory"
+        mid = (lo + hi) // 2
+        if lo >= self.multiple:
+            mid = max(mid - mid % self.multiple, lo + self.multiple)
+        return mid, ""
+
+
+@dataclass
 class CostConfig:
     usd_per_hour: float | None = None  # the card's hourly price: usd_per_million_images per run; null: none
 
@@ -85,11 +135,19 @@ class BenchConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    max_batch: MaxBatchConfig = field(default_factory=MaxBatchConfig)
     plugins: list[str] = field(default_factory=list)  # extra modules that register models/backends
 
     def __post_init__(self) -> None:
         load_plugins(self.plugins)
         problems: list[str] = []
+        if self.max_batch.step is not None:  # the batch is decided as the step starts (max_batch.py)
+            if self.batch_index is not None or self.batch_size is not None:
+                raise ConfigError(
+                    "+experiment=max_batch decides each step's batch size; allowed: no batch_size or "
+                    "batch_index (max_batch.start and max_batch.limit bound the search)"
+                )
+            self.batch_size = self.max_batch.start
         if self.batch_index is not None:
             sizes, i = self.model.study_batch_sizes, self.batch_index
             if not 0 <= i < len(sizes):
@@ -176,6 +234,7 @@ class ParentSettings:
 
     tracking: TrackingConfig
     search: SearchConfig
+    max_batch: MaxBatchConfig
     report: ReportConfig
     force: bool
     child_start: str
@@ -259,6 +318,7 @@ SECTIONS: dict[str, Any] = {
     "report": ReportConfig,
     "search": SearchConfig,
     "cost": CostConfig,
+    "max_batch": MaxBatchConfig,
 }
 
 
@@ -289,6 +349,18 @@ def beyond_study_rows(cfg: DictConfig) -> bool:
     i = OmegaConf.select(cfg, "batch_index")
     sizes = OmegaConf.select(cfg, "model.study_batch_sizes", default=None) or []
     return isinstance(i, int) and len(sizes) > 0 and i >= len(sizes)
+
+
+def beyond_max_batch_steps(cfg: DictConfig) -> bool:
+    """A max_batch sweep's step past the most its search can take (`MaxBatchConfig.steps`): no job."""
+    step = OmegaConf.select(cfg, "max_batch.step", default=None)
+    if not isinstance(step, int):
+        return False
+    try:
+        search = MaxBatchConfig(**OmegaConf.to_container(cfg.max_batch))  # type: ignore[arg-type]
+    except (ConfigError, TypeError):
+        return False  # refused when the job is checked
+    return step >= search.steps()
 
 
 def unsupported_combination(spec: JobSpec) -> str | None:

@@ -9,10 +9,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.parent import early, preflight
-from src.parent.config import beyond_study_rows, to_spec, unsupported_combination
+from src.parent.config import (
+    beyond_max_batch_steps,
+    beyond_study_rows,
+    to_spec,
+    unsupported_combination,
+)
 from src.shared.errors import ConfigError
 from src.shared.results import JOB, LATENCY, STABLE
 
@@ -70,8 +75,13 @@ def _verdict(cfg: DictConfig, single: bool = False) -> tuple[str, Any]:
     """A composed job's check: ('absent', None): in a sweep, not a cell of the study; ('refused', why);
     ('job', its JobSpec)."""
     try:
-        if not single and beyond_study_rows(cfg):
+        if not single and (beyond_study_rows(cfg) or beyond_max_batch_steps(cfg)):
             return "absent", None
+        if single and OmegaConf.select(cfg, "max_batch.step", default=None) is not None:
+            return "refused", (
+                "max_batch.step is a step of +experiment=max_batch's sweep; allowed: "
+                "python -m src.bench +experiment=max_batch model=... (a single run takes batch_size)"
+            )
         return "job", to_spec(cfg)
     except ConfigError as exc:
         return "refused", str(exc)
@@ -111,7 +121,11 @@ def validate_or_exit(jobs: list[tuple[list[str], Any]], single: bool = False) ->
     if problems:
         refuse(problems, len(jobs))
     if absent:
-        log.info("%d combination(s) name a batch_index past their model's study_batch_sizes: not run", absent)
+        log.info(
+            "%d combination(s) name a batch_index past their model's study_batch_sizes, or a max_batch "
+            "step past the most its search takes: not run",
+            absent,
+        )
     return real
 
 

@@ -32,8 +32,14 @@ class Unavailable(Exception):
     """Something the job needs is missing: a package, a CUDA device, a GPU index."""
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for CUDA and host allocation failures, however the framework phrased them."""
+# oneDNN's message when it cannot allocate a primitive's memory (it names no cause): an out-of-memory only
+# where the job runs under a host memory limit (measure.memory_limit_gib), which makes it fail that way
+ONEDNN_NO_PRIMITIVE = "could not create a primitive"
+
+
+def is_out_of_memory(exc: BaseException, host_limited: bool = False) -> bool:
+    """True for CUDA and host allocation failures, however the framework phrased them (`host_limited`:
+    the job ran under a host memory limit)."""
     if isinstance(exc, MemoryError):
         return True
     name = type(exc).__name__
@@ -48,4 +54,4 @@ def is_out_of_memory(exc: BaseException) -> bool:
         "CUBLAS_STATUS_ALLOC_FAILED",
         "CUDNN_STATUS_ALLOC_FAILED",
     )
-    return any(m in text for m in markers)
+    return any(m in text for m in markers) or (host_limited and ONEDNN_NO_PRIMITIVE in text)

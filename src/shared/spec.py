@@ -195,6 +195,8 @@ class MeasureConfig:
     parity_samples: int = 2  # samples compared with the eager fp32 model (src/child/parity.py); 0: no check
     profile: bool = False  # after the timed loop, profile a short window: where the time goes (profile.py)
     profile_calls: int = 10  # model calls in that window
+    memory_limit_gib: float | None = None  # the most the job may allocate (out of memory past it): on a
+    # GPU, PyTorch's caching allocator's cap; on the CPU, beyond what the process held as it started
 
     def __post_init__(self) -> None:
         _raise(_not_finite("measure", self))
@@ -224,6 +226,8 @@ class MeasureConfig:
             )
         if self.profile_calls < 1:
             problems.append(f"measure.profile_calls must be >= 1, got {self.profile_calls}")
+        if self.memory_limit_gib is not None and not self.memory_limit_gib > 0:
+            problems.append(f"measure.memory_limit_gib must be > 0, or null, got {self.memory_limit_gib}")
         if self.timeout_s <= 0:
             problems.append(f"measure.timeout_s must be > 0, got {self.timeout_s}")
         _raise(problems)
