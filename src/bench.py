@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -21,7 +22,8 @@ from src.parent import follow, max_batch, offline
 from src.parent.runner import JobTracking, run_job, without_child
 from src.parent.sweep import exit_code, note_pending, note_statuses, pending_line, refuse
 from src.parent.tracking import PARENT_ENV, parent_run_id
-from src.shared.errors import ConfigError
+from src.shared.errors import ConfigError, Status
+from src.shared.results import LATENCY, PARITY, JobResult
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +40,12 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
-def main(cfg: DictConfig) -> str:
+def main(cfg: DictConfig) -> dict[str, Any]:
     hc = HydraConfig.get()
     sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     if sweep_dir is not None and (_config.beyond_study_rows(cfg) or _config.beyond_max_batch_steps(cfg)):
         _drop_folder(Path(hc.runtime.output_dir))  # not a cell of the study: no job, no run, no folder
-        return "absent"
+        return {"status": "absent"}
     try:  # checked by the callback for the basic sweeper already: the same check, the same answer
         job = _config.to_job(cfg)
     except ConfigError as exc:
@@ -63,7 +65,7 @@ def main(cfg: DictConfig) -> str:
             log.info(where.line(f"{what}: no step {job.settings.max_batch.step}: {why}"))
             where.note(0.0)
             _drop_folder(Path(hc.runtime.output_dir), job_dir)
-            return "absent"
+            return {"status": "absent"}
         job = placed
     decided, job = without_child(job, parent, sweep_dir is not None, session, where.rows)
     if decided is not None:
@@ -77,7 +79,15 @@ def main(cfg: DictConfig) -> str:
         print(pending_line(len(waiting), Path(hc.runtime.output_dir)), file=sys.stderr)
     else:
         follow.single_run_end(session.client, run_id, result.status.value)
-    return result.status.value
+    return outcome(result)
+
+
+def outcome(result: JobResult) -> dict[str, Any]:
+    """What the sweeper learns from a job (`return_value`): its status, and its images/s where it is a
+    candidate for the row's best (ok, parity not failed): the search's order reads it."""
+    img_s = result.metrics.get(LATENCY.throughput_img_s)
+    usable = result.status is Status.OK and result.tags.get(PARITY.parity) != "fail"
+    return {"status": result.status.value, "img_s": img_s if usable else None}
 
 
 def _drop_folder(path: Path, job_dir: Path | None = None) -> None:

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from src.child import flops
 from src.child.profile import kind_of, profile
 from src.models import MODELS
-from src.parent import budget
+from src.parent import budget, order
 from src.parent.follow import Position
 from src.report import label
 from src.shared.peaks import peak_tflops
@@ -184,3 +184,32 @@ def test_a_compiled_candidate_runs_and_the_report_shows_its_compute_and_time(
     assert "## Where the time goes" in report and "(best)" in report
     best = (folder / "best.csv").read_text().splitlines()
     assert "tflops" in best[0] and "peak_pct" in best[0]
+
+
+def test_a_row_starts_with_what_won_at_its_neighbours() -> None:
+    jobs = [[f"model={m}", f"batch_index={i}", f"+candidate={c}"] for m in "ab" for i in "01" for c in "xyz"]
+    rows = order.rows(jobs)
+    assert [r.start for r in rows] == [0, 3, 6, 9]
+    a1, b0, b1 = rows[1], rows[2], rows[3]
+    assert order.neighbours(a1, rows[:1]) == [rows[0]]
+    assert order.neighbours(b1, rows[:3]) == [b0, a1]  # the same model first, then the same batch index
+    assert [order.candidate(j) for j in order.ordered(a1, ["z"])] == ["x", "z", "y"]  # the reference first
+    assert [order.candidate(j) for j in order.ordered(a1, [])] == ["x", "y", "z"]
+
+
+@pytest.mark.slow
+def test_the_search_tries_first_what_won_at_the_row_before(store: str) -> None:
+    """Two study rows of the `sleepy` model, candidates listed eager fp32, fp32_only, memo: memo wins the
+    first row, so the second row tries it right after its reference."""
+    args = ["+experiment=best", "hydra.sweeper.params.model=sleepy_rows", "measure.profile=false"]
+    args += ["+candidate=eager_fp32,fp32_only,memo", f"hydra.searchpath=[file://{TEST_CONF}]", PLUGINS]
+    quick = ["gpu=cpu", "search.budget_s=null", "measure.stop=fixed", "measure.min_duration_s=0.2"]
+    out = run_bench([*args, *quick, "hydra.sweeper.params.batch_index='0,1'", f"tracking.uri={store}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.kind='job'")
+    started: dict[str, list[str]] = {}
+    for r in sorted(runs, key=lambda r: r.info.start_time):
+        started.setdefault(r.data.params["batch_size"], []).append(r.data.params["backend"])
+    assert started == {"1": ["eager", "fp32_only", "memo"], "2": ["eager", "memo", "fp32_only"]}
+    assert "batch_index=1: candidate memo tried first" in out.stdout + out.stderr

@@ -28,6 +28,7 @@ PENDING_EXIT = 4  # results wait on disk for `python -m src.upload` (the trackin
 _statuses: Counter[str] = Counter()  # the jobs' statuses in this process (a sweep's: read back from MLflow)
 _pending = [0]  # results this invocation left on disk
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+SEARCH_SWEEPER = "hydra_plugins.bench_search.search_sweeper.SearchSweeper"  # the basic one's grid, reordered
 
 
 def basic_sweep_grid(config: DictConfig) -> list[list[str]] | None:
@@ -35,7 +36,7 @@ def basic_sweep_grid(config: DictConfig) -> list[list[str]] | None:
     then the command line's), or None under another sweeper. Hydra has no public way to do this: it is
     the basic sweeper's own `split_arguments` (`hydra._internal`), which tests/test_config.py checks
     against the sweeper's real jobs, so that a change in Hydra fails there, not in a user's sweep."""
-    if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+    if config.hydra.sweeper.get("_target_") not in (BASIC_SWEEPER, SEARCH_SWEEPER):
         return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
