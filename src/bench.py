@@ -64,6 +64,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             what = job.spec.label.rsplit("-bs", 1)[0]
             log.info(where.line(f"{what}: no step {job.settings.max_batch.step}: {why}"))
             where.note(0.0)
+            max_batch.one_job_fewer(session.client, parent)
             _drop_folder(Path(hc.runtime.output_dir), job_dir)
             return {"status": "absent"}
         job = placed

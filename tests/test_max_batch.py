@@ -67,6 +67,8 @@ def test_max_batch_on_the_cpu_stops_at_a_real_out_of_memory(store: str) -> None:
     assert any("can't allocate memory" in why or "could not create a primitive" in why for why in reasons)
     assert all(r.data.tags["memory_limit"].startswith("0.4 GiB beyond") for r in runs)
     assert f"the largest batch that fits is {fits}; {oom} ran out of memory" in out.stdout + out.stderr
+    (sweep,) = client.search_runs(exp, "tags.kind = 'sweep'")
+    assert sweep.data.metrics["jobs_total"] == sweep.data.metrics["jobs_done"] == len(runs)
     folder = sweep_folder(store)
     assert len([p for p in folder.iterdir() if p.name.isdigit()]) == len(runs)  # no folder for no step
     assert user_folders() - before == {folder}

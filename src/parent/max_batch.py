@@ -52,3 +52,15 @@ def place(client: Any, parent: str | None, job: Job) -> tuple[Job | None, str]:
     if batch is None:
         return None, why
     return replace(job, spec=replace(job.spec, batch_size=batch)), ""
+
+
+def one_job_fewer(client: Any, parent: str | None) -> None:
+    """The sweep's `jobs_total` less the step that is no job (the steps run one after another)."""
+    if parent is None:
+        return
+    try:
+        total = client.get_run(parent).data.metrics.get("jobs_total")
+        if total:
+            client.log_metric(parent, "jobs_total", total - 1)
+    except Exception:  # the tracking server went away: the count is a convenience
+        pass
