@@ -101,3 +101,20 @@ def test_without_a_price_the_cost_column_is_absent(two_sweeps: str) -> None:
     (newest, _) = client.search_runs(exp, "tags.kind = 'sweep'", order_by=["start_time DESC"])
     text = (sweep_folder(two_sweeps, newest.info.run_id) / "report" / "report.md").read_text()
     assert "Best available" in text and "USD" not in text and "usd_per_million_images" not in text
+
+
+def test_two_smoke_sweeps_of_real_models_compared_as_the_readme_says(store: str, tmp_path: Path) -> None:
+    """DenseNet201 and YOLO at their smoke shapes, swept twice with one setting changed, then the README's
+    `--compare previous latest`: every cell on both sides with a verdict, the setting listed once."""
+    args = ["-m", "model=densenet,yolo", "smoke=true", "batch_size=2", *QUICK, f"tracking.uri={store}"]
+    for samples in ("2", "1"):
+        out = run_bench([*args, f"measure.parity_samples={samples}"])
+        assert out.returncode == 0, out.stderr[-3000:]
+    out = report("--uri", store, "--compare", "previous", "latest", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 cells on both sides:" in out.stdout
+    with (tmp_path / "compare.csv").open() as f:
+        cells = list(csv.DictReader(f))
+    assert {c["model"] for c in cells} == {"densenet", "yolo"}
+    assert all(c["verdict"] in ("faster", "slower", "same") and float(c["ratio"]) > 0 for c in cells)
+    assert "| measure.parity_samples | 2 | 1 |" in (tmp_path / "compare.md").read_text()
