@@ -82,6 +82,7 @@ def test_compile_precompiles_once_then_loads_and_falls_back_when_the_module_is_b
     job("off: failed, compiled on the first call instead", 1)
     assert not module.parent.exists()  # the bad module was removed: the next job stores a new one
     assert "records CUDA graphs" in (precompile.problem("reduce-overhead") or "")
+    assert "freezing" in (precompile.problem("default", {"freezing": True}) or "")  # fails after a compile
 
 
 def test_aotinductor_builds_a_loadable_package_and_reuses_it(

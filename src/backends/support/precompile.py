@@ -8,9 +8,9 @@ The module is stored in the engine cache (engine_cache.py: the job's model, weig
 precision and layout, the device, torch and the model library's versions, the mode), and a later job with
 the same key loads it instead of tracing. Its guards are checked on every call, as the JIT path's are.
 
-It needs a graph without breaks and a mode without CUDA graphs; where either is missing, or anything in
-this experimental path raises, the job compiles on its first call as before (`torch.compile`'s JIT path)
-and the run's tag `precompile` says why.
+It needs a graph without breaks, a mode without CUDA graphs and no freezing; where one is missing, or
+anything in this experimental path raises, the job compiles on its first call as before (`torch.compile`'s
+JIT path) and the run's tag `precompile` says why.
 """
 
 from __future__ import annotations
@@ -35,13 +35,17 @@ FILE = "module.bin"
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # their CUDA graphs are recorded at run time
 
 
-def problem(mode: str) -> str | None:
-    """Why this torch or mode cannot precompile (None: it can)."""
+def problem(mode: str, tuning: dict[str, bool] | None = None) -> str | None:
+    """Why this torch, mode or tuning cannot precompile (None: it can)."""
     import torch._dynamo.config as dynamo_config
     from torch._dynamo.eval_frame import OptimizedModule
 
     if mode in CUDA_GRAPH_MODES:
         return f"mode '{mode}' records CUDA graphs, which a precompiled module does not carry"
+    if (tuning or {}).get("freezing"):
+        # the precompile bundles AOT-autograd's cache entry, which holds no frozen graph: the attempt
+        # fails (AssertionError: expected OutputCode) only after a whole compile
+        return "Inductor freezing: a precompiled module cannot hold a frozen graph"
     if not hasattr(dynamo_config, "enable_aot_compile") or not hasattr(OptimizedModule, "_aot_compile"):
         return "this torch has no Dynamo precompile (torch >= 2.10 has)"
     return None
@@ -71,7 +75,7 @@ def load_or_compile(
     (loaded from the cache), `miss` (compiled and stored), or `off: why`. Runs under inference mode."""
     import torch
 
-    why = problem(mode)
+    why = problem(mode, tuning)
     if why:
         return None, f"off: {why}"
     cache = EngineCache(cache_root(cache_dir), "compile")
