@@ -45,7 +45,10 @@ def place(client: Any, parent: str | None, job: Job) -> tuple[Job | None, str]:
     search = job.settings.max_batch
     if parent is None:
         return None, "no sweep run to read the earlier steps from"
-    fits, oom, stopped = earlier_steps(client, parent, job)
+    try:
+        fits, oom, stopped = earlier_steps(client, parent, job)
+    except Exception as exc:  # the tracking server went away: the earlier steps cannot be known
+        return None, f"the earlier steps could not be read ({type(exc).__name__}: {exc})"
     if stopped:
         return None, stopped
     batch, why = search.next_batch(fits, oom)
