@@ -458,7 +458,7 @@ def write(
     wide.to_csv(out / "wide.csv", index=False)
     drawn = report_plots.draw(wide, out, label)
     if not batches.empty:
-        drawn.append(("Largest batch and the knee", report_batch.plot(wide, batches, out, label), ""))
+        drawn.append(("Largest batch and the knee", report_plots.max_batch(wide, batches, out), ""))
     parts += ["## Plots\n"]
     for title, png, note in drawn:
         parts.append(f"### {title}\n\n![{png.stem}]({png.name})\n" if png else f"### {title}\n\n{note}\n")

@@ -6,7 +6,6 @@ KNEE_GROWTH_PCT of the configuration's highest throughput, beyond which a larger
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 KNEE_GROWTH_PCT = 10.0  # a larger batch than the knee raises throughput by less than this (docs/metrics.md)
@@ -23,16 +22,21 @@ def knee(points: list[tuple[int, float]], growth_pct: float = KNEE_GROWTH_PCT) -
     return min(b for b, img_s in points if img_s * (1 + growth_pct / 100) >= top)
 
 
+def curves(wide: Any) -> Any:
+    """Each configuration with MIN_BATCHES batch sizes or more that ran ok or out of memory: its key
+    (CONFIG's values), its runs, and those that ran ok with a figure, in CONFIG's order."""
+    tried = wide[wide["status"].isin(["ok", "oom"])]
+    for key, g in tried.groupby(CONFIG, dropna=False):
+        if g["batch"].nunique() >= MIN_BATCHES:
+            yield key, g, g[(g["status"] == "ok") & g["img_s"].notna()].sort_values("batch")
+
+
 def scaling(wide: Any, label: Any) -> Any:
-    """One row per configuration with MIN_BATCHES batch sizes or more that ran ok or out of memory."""
+    """One row per configuration of `curves`, in its order."""
     import pandas as pd
 
     rows = []
-    tried = wide[wide["status"].isin(["ok", "oom"])]
-    for key, g in tried.groupby(CONFIG, dropna=False):
-        if g["batch"].nunique() < MIN_BATCHES:
-            continue
-        ok = g[(g["status"] == "ok") & g["img_s"].notna()]
+    for key, g, ok in curves(wide):
         fits = int(ok["batch"].max()) if not ok.empty else None
         above = g[(g["status"] == "oom") & ((g["batch"] > fits) if fits else True)]
         points = [(int(b), float(v)) for b, v in zip(ok["batch"], ok["img_s"], strict=True)]
@@ -60,50 +64,3 @@ INTRO = (
     "highest throughput measured (a larger batch adds less than that). With `+experiment=max_batch` the "
     "two batches are the search's bounds; otherwise they are only the batches that were run.\n"
 )
-
-
-def plot(wide: Any, table: Any, out: Path, label: Any) -> Path | None:
-    """Throughput against batch per configuration, the knee starred, the OOM boundary dashed."""
-    if table.empty:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = sorted(table["model"].unique())
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
-        for _, row in table[table["model"] == model].iterrows():
-            same = (wide["model"] == model) & (wide["gpu"] == row["gpu"]) & (wide["shape"] == row["shape"])
-            g = wide[same & (wide["status"] == "ok")]
-            g = g[[label(r) == row["configuration"] for _, r in g.iterrows()]].sort_values("batch")
-            name = f"{row['configuration']} ({row['gpu']})"
-            (line,) = ax.plot(g["batch"], g["img_s"], marker="o", markersize=3, label=name)
-            if row["knee_batch"] == row["knee_batch"] and row["knee_batch"] is not None:
-                ax.plot(
-                    [row["knee_batch"]],
-                    [row["img_s_at_knee"]],
-                    marker="*",
-                    markersize=14,
-                    color=line.get_color(),
-                    linestyle="none",
-                    label=f"knee: batch {row['knee_batch']:g}",
-                )
-            oom = row["smallest_oom_batch"]
-            if oom == oom and oom is not None:
-                ax.axvline(
-                    oom,
-                    color=line.get_color(),
-                    linestyle="--",
-                    linewidth=1,
-                    label=f"out of memory from batch {oom:g}",
-                )
-        ax.set(title=model, xlabel="batch size (log scale)", ylabel="images/s", xscale="log")
-        ax.set_ylim(bottom=0)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    path = out / "max_batch.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -169,6 +169,47 @@ def _energy(ok: Any, models: list[str], out: Path) -> Plot:
     return ("Images per joule against throughput", _save(fig, out / "images_per_joule.png"), "")
 
 
+def max_batch(wide: Any, table: Any, out: Path) -> Path:
+    """Throughput against batch per configuration of `report_batch.scaling`'s table (its curves, in its
+    order), the knee starred, the out-of-memory boundary dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from src.report_batch import curves
+
+    models = sorted(table["model"].unique())
+    fig, axes = _panels(models, width=6)
+    panel = dict(zip(models, axes, strict=True))
+    for (_, _, ok), (_, row) in zip(curves(wide), table.iterrows(), strict=True):
+        ax = panel[row["model"]]
+        name = f"{row['configuration']} ({row['gpu']})"
+        (line,) = ax.plot(ok["batch"], ok["img_s"], marker="o", markersize=3, label=name)
+        knee, oom = row["knee_batch"], row["smallest_oom_batch"]
+        if knee == knee and knee is not None:  # NaN: no run fit
+            ax.plot(
+                [knee],
+                [row["img_s_at_knee"]],
+                marker="*",
+                markersize=14,
+                color=line.get_color(),
+                linestyle="none",
+                label=f"knee: batch {knee:g}",
+            )
+        if oom == oom and oom is not None:
+            ax.axvline(
+                oom,
+                color=line.get_color(),
+                linestyle="--",
+                linewidth=1,
+                label=f"out of memory from batch {oom:g}",
+            )
+    for model, ax in panel.items():
+        ax.set(title=model, xlabel="batch size (log scale)", ylabel="images/s", xscale="log")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=6)
+    return _save(fig, out / "max_batch.png")
+
+
 PLOTS = (_throughput, _p99_vs_throughput, _speedup_heatmap, _speedup_bars, _energy)
 
 

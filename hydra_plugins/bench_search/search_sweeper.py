@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from src.parent import order
@@ -20,10 +19,11 @@ log = logging.getLogger(__name__)
 
 class SearchSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
-        assert self.config is not None and self.launcher is not None and self.hydra_context is not None
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
-        jobs = [list(job) for batch in self.split_arguments(overrides, None) for job in batch]
+        from src.parent.sweep import basic_sweep_grid  # the grid the callback checked, job for job
+
+        assert self.config is not None and self.launcher is not None
+        jobs = basic_sweep_grid(self.config)
+        assert jobs is not None, "the search sweeper's grid is the basic sweeper's"
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

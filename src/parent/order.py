@@ -20,18 +20,23 @@ class Row:
     jobs: list[list[str]]
 
     def value(self, name: str) -> str | None:
-        return next((o.split("=", 1)[1] for o in self.key if o.split("=", 1)[0] == name), None)
+        return value_of(self.key, name)
+
+
+def value_of(overrides: list[str] | tuple[str, ...], name: str) -> str | None:
+    """The value an override list gives `name` (`model=densenet` -> "densenet"), or None."""
+    return next((v for k, _, v in (o.partition("=") for o in overrides) if k == name), None)
 
 
 def candidate(job: list[str]) -> str | None:
-    return next((o.split("=", 1)[1] for o in job if o.split("=", 1)[0] == CANDIDATE), None)
+    return value_of(job, CANDIDATE)
 
 
 def rows(jobs: list[list[str]]) -> list[Row]:
     """The grid's jobs grouped into rows: consecutive jobs that differ only in their candidate."""
     found: list[Row] = []
     for i, job in enumerate(jobs):
-        key = tuple(o for o in job if o.split("=", 1)[0] != CANDIDATE)
+        key = tuple(o for o in job if o.partition("=")[0] != CANDIDATE)
         if found and found[-1].key == key:
             found[-1].jobs.append(job)
         else:
