@@ -7,7 +7,9 @@ compile cache (`BENCH_CACHE_DIR` under the store's folder): `cold`, the cache em
 with `force=true` so that every job is built and measured again (a resumed search would link them
 instead), now from the caches the first one filled (Inductor's FX graphs, autotuning results and Triton
 kernels, the precompiled modules). Prints each sweep's wall time and, per job, its status, build time
-and what the caches gave, then the warm/cold ratios. OVERRIDES go to both, e.g. a quick look on a CPU:
+and what the caches gave, the jobs' time by phase (`time_in_<phase>_s`), then the warm/cold ratios; what
+each sweep printed is kept beside the store (`cold.log`, `warm.log`).
+OVERRIDES go to both, e.g. a quick look on a CPU:
 
     python benchmarks/search_time.py -- hydra.sweeper.params.model=segresnet \\
         hydra.sweeper.params.batch_index=0 smoke=true gpu=cpu \\
@@ -41,6 +43,7 @@ def run_sweep(name: str, store: Path, overrides: list[str]) -> float:
     start = time.perf_counter()
     out = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    (store / f"{name}.log").write_text(out.stdout + out.stderr)  # what the sweep printed
     if out.returncode not in (0, 3):
         print(out.stderr[-3000:], file=sys.stderr)
     return wall
@@ -55,7 +58,11 @@ def jobs(store: Path, name: str) -> dict[str, dict]:
             "status": r.data.tags.get(JOB.status, "?"),
             "build": r.data.metrics.get(JOB.build_time_s),
             "wall": r.data.metrics.get(JOB.job_wall_s, 0.0),
-            "cache": r.data.tags.get("inductor_cache", "-") + "/" + r.data.tags.get("precompile", "-")[:4],
+            "cache": "/".join(
+                r.data.tags.get(t, "-")[:4] for t in ("inductor_cache", "precompile", "aoti_package_cache")
+            ),
+            # time_in_<phase>_s, by phase
+            "phases": {k[8:-2]: v for k, v in r.data.metrics.items() if k.startswith("time_in_")},
         }
         for r in runs
     }
@@ -69,18 +76,27 @@ def main() -> int:
     store = Path(a.store or tempfile.mkdtemp(prefix="search-time-"))
     store.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(store / "cache", ignore_errors=True)
-    walls = {name: run_sweep(name, store, a.overrides) for name in ("cold", "warm")}
+    walls = {}
+    for name in ("cold", "warm"):
+        walls[name] = run_sweep(name, store, a.overrides)
+        print(f"{name} sweep: {walls[name]:.0f} s", flush=True)  # a run cut short still says this much
     cold, warm = jobs(store, "cold"), jobs(store, "warm")
     print(f"store: {store}")
-    print(
-        "\n| job | status (cold / warm) | build s cold | build s warm | caches warm (inductor/precompile) |"
-    )
+    head = "| job | status (cold / warm) | build s cold | build s warm |"
+    print(f"\n{head} warm caches (Inductor/precompile/package) |")
     print("| --- | --- | --- | --- | --- |")
     for label in sorted(cold):
         c, w = cold[label], warm.get(label, {})
         fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else "-"  # noqa: E731
         status = f"{c['status']} / {w.get('status', '-')}"
         print(f"| {label} | {status} | {fmt(c['build'])} | {fmt(w.get('build'))} | {w.get('cache', '-')} |")
+    print("\n| phase (all jobs) | s cold | s warm | warm / cold |")  # where the jobs' time went
+    print("| --- | --- | --- | --- |")
+    names = dict.fromkeys(p for j in [*cold.values(), *warm.values()] for p in j["phases"])
+    for phase in names:
+        c = sum(j["phases"].get(phase, 0.0) for j in cold.values())
+        w = sum(j["phases"].get(phase, 0.0) for j in warm.values())
+        print(f"| {phase} | {c:.1f} | {w:.1f} | {w / c if c else float('nan'):.2f} |")
     job_cold = sum(j["wall"] for j in cold.values())
     job_warm = sum(j["wall"] for j in warm.values())
     print(

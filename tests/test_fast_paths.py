@@ -113,6 +113,25 @@ def test_aotinductor_builds_a_loadable_package_and_reuses_it(
     again.close()
 
 
+def test_aotinductor_freezes_the_weights_into_its_package_when_asked(tmp_path: Path) -> None:
+    """`freezing`: the package's constants are Inductor's folded ones, not the model's parameters, and a
+    package built without it is not reused for it (the setting is in the cache key)."""
+    cache = f"backend.options.cache_dir={tmp_path / 'cache'}"
+    plain, model, x = prepared("backend=aotinductor", "model=segresnet", cache)
+    outputs(plain, model, x)
+    frozen, model, x = prepared(
+        "backend=aotinductor", "model=segresnet", cache, "backend.options.freezing=true"
+    )
+    expected, got = outputs(frozen, model, x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert frozen.tags["aoti_package_cache"] == "miss"
+    (package,) = frozen.export(tmp_path / "engine")
+    names = torch._inductor.aoti_load_package(str(package)).get_constant_fqns()
+    assert names and all(n.startswith("_frozen_param") for n in names), names
+    plain.close()
+    frozen.close()
+
+
 @pytest.mark.parametrize("model_name", ["densenet", "yolo"])
 def test_onnxruntime_on_the_cpu_matches_eager_and_logs_the_onnx_file(model_name: str, tmp_path: Path) -> None:
     backend, model, x = prepared("backend=onnxruntime", f"model={model_name}")
@@ -214,6 +233,17 @@ def test_fast_paths_run_on_the_gpu(backend_name: str, precision: str, tmp_path: 
     result = run_in_child(spec, tmp_path / "job")
     assert result.status is Status.OK, result.reason
     assert result.params["device"] == "cuda:0" and result.metrics["throughput_img_s"] > 0
+
+
+@pytest.mark.gpu
+def test_a_frozen_package_matches_eager_on_the_gpu_and_loads_again(tmp_path: Path) -> None:
+    cache = f"backend.options.cache_dir={tmp_path / 'cache'}"
+    settings = ["backend=aotinductor", "backend.options.freezing=true", "precision=fp16", cache]
+    for attempt, package in enumerate(("miss", "hit")):
+        spec = make_spec("smoke=true", "batch_size=4", "model=yolo", "channels_last=true", *QUICK, *settings)
+        result = run_in_child(spec, tmp_path / f"job{attempt}")
+        assert result.status is Status.OK, result.reason
+        assert result.tags["aoti_package_cache"] == package and result.tags["parity"] == "pass"
 
 
 @pytest.mark.gpu

@@ -99,6 +99,11 @@ def test_a_candidate_s_mode_and_flags_name_its_runs_and_report_rows() -> None:
         "compile fp16 CL default+freezing"
     )
     assert variant({"mode": "default", "freezing": False}) == ""
+    # a package is named after what it was built with
+    package = make_spec(
+        "backend=aotinductor", "backend.options.max_autotune=true", "backend.options.freezing=true"
+    )
+    assert package.label == "densenet-aotinductor-default+max-autotune+freezing-fp32-bs32"
 
 
 def test_the_budget_gives_each_row_an_equal_share_of_what_the_rows_before_it_left(store: str) -> None:
@@ -175,6 +180,12 @@ def test_a_compiled_candidate_runs_and_the_report_shows_its_compute_and_time(
         assert m["achieved_tflops"] == pytest.approx(m["gflop_per_image"] * m["throughput_img_s"] / 1e3)
         assert "peak_used_pct" not in m  # a CPU has no peak in the table
         assert sum(m[f"time_{k}_pct"] for k in KINDS) == pytest.approx(100.0)
+        phases = {k: v for k, v in m.items() if k.startswith("time_in_")}  # where the job's own time went
+        names = ("setup", "build_model", "parity_reference", "place_model", "import_backend", "compile")
+        for phase in (*names, "first_call", "measure", "count_flops", "profile"):
+            assert phases[f"time_in_{phase}_s"] > 0, phase
+        assert phases["time_in_compile_s"] >= m["build_time_s"]
+        assert sum(phases.values()) <= m["job_wall_s"]
         files = [a.path for a in client.list_artifacts(run.info.run_id)]
         assert "profile_kernels.csv" in files
     assert runs["eager"].data.metrics["gflop_per_image"] == compiled.data.metrics["gflop_per_image"]

@@ -4,7 +4,10 @@ package loader and timed. The package is the run's engine artifact; its build ti
 into `export_s` and `aoti_compile_s`). Inductor's caches are the persistent ones of
 src/backends/support/inductor.py; on top of them, a package built for an identical job
 (support/engine_cache.py) is reused whole, since even with Inductor's caches warm the package's C++
-wrapper is compiled again.
+wrapper is compiled again. Two Inductor settings go into the package as `compile`'s do (`freezing`,
+`coordinate_descent`): frozen weights in a package that a repeated job loads in seconds, where a frozen
+`compile` traces and compiles again (Dynamo's precompile cannot keep a frozen graph). docs/backends.md says
+why no candidate replays a package as a CUDA graph.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from src.backends.base import BACKENDS, Backend, EngineCacheOptions
 from src.backends.support.engine_cache import EngineCache, cache_key, cache_root, device_identity, key_inputs
 from src.backends.support.exporting import export_program
-from src.backends.support.inductor import cache_counts, cache_state, use_persistent_caches
+from src.backends.support.inductor import cache_counts, cache_state, inductor_settings, use_persistent_caches
 from src.shared.envinfo import cpu_model
 from src.shared.errors import ConfigError
 
@@ -34,6 +37,8 @@ class AOTInductor(Backend):
     @dataclass(frozen=True)
     class Options(EngineCacheOptions):
         max_autotune: bool = False  # Inductor's max_autotune for the package's kernels (long builds)
+        freezing: bool = False  # Inductor freezing: weights as constants, conv/BN folded at compile time
+        coordinate_descent: bool = False  # Inductor's coordinate-descent tuning of Triton kernel settings
         cxx: str | None = None  # C++ compiler of the package's wrapper; None: Inductor's ($CXX, else g++)
 
         def __post_init__(self) -> None:
@@ -49,7 +54,12 @@ class AOTInductor(Backend):
 
         folder = use_persistent_caches(self.options.cache_dir)
         self.tags["inductor_cache_dir"] = str(folder)
-        configs: dict[str, Any] = {"max_autotune": True} if self.options.max_autotune else {}
+        o = self.options
+        self.tags["inductor_compile_threads"] = str(inductor_settings(o.freezing, o.coordinate_descent, 0))
+        # only the settings that are on: a package built before they existed keeps its cache key
+        wanted = {"max_autotune": o.max_autotune, "freezing": o.freezing}
+        wanted["coordinate_descent_tuning"] = o.coordinate_descent
+        configs: dict[str, Any] = {k: True for k, on in wanted.items() if on}
         if self.options.cxx:
             configs["cpp.cxx"] = (None, self.options.cxx)
         with torch._inductor.config.patch(configs):
@@ -74,7 +84,10 @@ class AOTInductor(Backend):
         program, self.metrics["export_s"] = export_program(model, example)
         package = self.scratch() / "model.pt2"
         start = time.perf_counter()
-        torch._inductor.aoti_compile_and_package(program, package_path=str(package), inductor_configs=configs)
+        with torch.no_grad():  # inference: Inductor freezes only with gradients off
+            torch._inductor.aoti_compile_and_package(
+                program, package_path=str(package), inductor_configs=configs
+            )
         self.metrics["aoti_compile_s"] = time.perf_counter() - start
         caches = cache_counts()
         self.metrics.update({f"inductor_{k}": float(v) for k, v in caches.items()})

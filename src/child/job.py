@@ -230,11 +230,13 @@ def _build_and_measure(
     start = time.perf_counter()
     ref = _parity_reference(model, spec, device, progress)
     progress.metrics({JOB.parity_reference_s: time.perf_counter() - start})
+    progress.phase("place_model")
     start = time.perf_counter()
     model, x = place(model, spec, device)
     synchronize(device)
     progress.metrics({JOB.model_load_s: load_s + time.perf_counter() - start})
 
+    progress.phase("import_backend")
     for name in type(backend).imports:  # its libraries (Dynamo, Inductor): imported, not built
         importlib.import_module(name)
     progress.phase("compile")

@@ -21,6 +21,8 @@ PHASES = {
     "setup": "starting",
     "build_model": "building the model",
     "parity_reference": "computing the eager fp32 reference",
+    "place_model": "placing the model",
+    "import_backend": "importing the backend's libraries",
     "compile": "compiling",
     "first_call": "making the first call",
     "measure": "measuring",

@@ -39,6 +39,14 @@ class ProgressWriter:
 
     def __init__(self, path: Path) -> None:
         self._file = path.open("a", encoding="utf-8")
+        self._phase: tuple[str, float] | None = None  # the phase entered last, and when
+
+    def _end_phase(self) -> None:
+        """The phase entered last, ended: its wall time as the metric `time_in_<phase>_s`."""
+        if self._phase:
+            name, since = self._phase
+            self._write({"metrics": {f"time_in_{name}_s": time.perf_counter() - since}})
+            self._phase = None
 
     def __enter__(self) -> ProgressWriter:
         return self
@@ -60,7 +68,9 @@ class ProgressWriter:
         self._file.flush()
 
     def phase(self, name: str) -> None:
+        self._end_phase()
         self._write({"phase": name})
+        self._phase = (name, time.perf_counter())
 
     def params(self, values: dict[str, Any]) -> None:
         self._write({"params": {k: str(v) for k, v in values.items()}})
@@ -78,6 +88,7 @@ class ProgressWriter:
             self.tags(result.tags())
 
     def status(self, status: Status, reason: str = "") -> None:
+        self._end_phase()
         self._write({"status": status.value, "reason": reason})
 
 

@@ -22,7 +22,11 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 TOLERANCE_REL_L2 = {"fp32": 1e-4, "tf32": 1e-2, "fp16": 2e-2, "bf16": 8e-2}
 # Backend options that change the compiled code, named after the mode in a run's name and the report's
 # configuration ("compile fp16 CL reduce-overhead+freezing")
-NAMED_FLAGS = {"freezing": "freezing", "coordinate_descent": "coordinate-descent"}
+NAMED_FLAGS = {
+    "max_autotune": "max-autotune",
+    "freezing": "freezing",
+    "coordinate_descent": "coordinate-descent",
+}
 
 
 def variant(options: dict[str, Any]) -> str:
