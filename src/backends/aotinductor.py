@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from src.backends.base import BACKENDS, Backend, EngineCacheOptions
+from src.backends.base import BACKENDS, Backend, EngineCacheOptions, InductorTuning
 from src.backends.support.engine_cache import EngineCache, cache_key, cache_root, device_identity, key_inputs
 from src.backends.support.exporting import export_program
 from src.backends.support.inductor import cache_counts, cache_state, inductor_settings, use_persistent_caches
@@ -35,10 +35,8 @@ class AOTInductor(Backend):
     imports = ("torch._dynamo", "torch._inductor.compile_fx", "torch.export")
 
     @dataclass(frozen=True)
-    class Options(EngineCacheOptions):
+    class Options(EngineCacheOptions, InductorTuning):
         max_autotune: bool = False  # Inductor's max_autotune for the package's kernels (long builds)
-        freezing: bool = False  # Inductor freezing: weights as constants, conv/BN folded at compile time
-        coordinate_descent: bool = False  # Inductor's coordinate-descent tuning of Triton kernel settings
         cxx: str | None = None  # C++ compiler of the package's wrapper; None: Inductor's ($CXX, else g++)
 
         def __post_init__(self) -> None:

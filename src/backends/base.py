@@ -31,6 +31,15 @@ class CacheDirOption:
 
 
 @dataclass(frozen=True)
+class InductorTuning:
+    """For backends that compile with Inductor: its settings that change the compiled code, named in the
+    run's name after the mode (`src/shared/spec.py: NAMED_FLAGS`) and part of the cache keys."""
+
+    freezing: bool = False  # Inductor freezing: weights as constants, conv/BN folded at compile time
+    coordinate_descent: bool = False  # Inductor's coordinate-descent tuning of Triton kernel settings
+
+
+@dataclass(frozen=True)
 class EngineCacheOptions(CacheDirOption):
     """For backends whose whole build is cached (TensorRT engines, AOTInductor packages)."""
 

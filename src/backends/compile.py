@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from src.backends.base import BACKENDS, Backend, CacheDirOption
+from src.backends.base import BACKENDS, Backend, CacheDirOption, InductorTuning
 from src.backends.support import precompile
 from src.backends.support.inductor import (
     cache_counts,
@@ -61,13 +61,11 @@ class Compile(Backend):
     imports = ("torch._dynamo", "torch._inductor.compile_fx")
 
     @dataclass(frozen=True)
-    class Options(CacheDirOption):
+    class Options(CacheDirOption, InductorTuning):
         mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
         fullgraph: bool = False  # true: a graph break is an error instead of a warning
         warm_calls: int = 3  # calls made while preparing (compile, CUDA-graph recording); part of the build
         precompile: bool = True  # Dynamo's precompile, kept in the engine cache (support/precompile.py)
-        freezing: bool = False  # Inductor freezing: weights as constants, conv/BN folded at compile time
-        coordinate_descent: bool = False  # Inductor's coordinate-descent tuning of Triton kernel settings
         compile_threads: int = 0  # Inductor's parallel compile workers; 0: the cores this process may use
 
         def __post_init__(self) -> None:
