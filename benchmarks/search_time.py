@@ -31,6 +31,7 @@ from pathlib import Path
 
 from src import PROJECT_ROOT
 from src.parent import tracking
+from src.shared.progress import phase_times
 from src.shared.results import JOB
 
 
@@ -61,8 +62,7 @@ def jobs(store: Path, name: str) -> dict[str, dict]:
             "cache": "/".join(
                 r.data.tags.get(t, "-")[:4] for t in ("inductor_cache", "precompile", "aoti_package_cache")
             ),
-            # time_in_<phase>_s, by phase
-            "phases": {k[8:-2]: v for k, v in r.data.metrics.items() if k.startswith("time_in_")},
+            "phases": phase_times(r.data.metrics),
         }
         for r in runs
     }

@@ -38,6 +38,10 @@ class InductorTuning:
     freezing: bool = False  # Inductor freezing: weights as constants, conv/BN folded at compile time
     coordinate_descent: bool = False  # Inductor's coordinate-descent tuning of Triton kernel settings
 
+    def tuning(self) -> dict[str, bool]:
+        """These settings by name (engine-cache keys)."""
+        return {"freezing": self.freezing, "coordinate_descent": self.coordinate_descent}
+
 
 @dataclass(frozen=True)
 class EngineCacheOptions(CacheDirOption):

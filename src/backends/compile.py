@@ -103,7 +103,7 @@ class Compile(Backend):
                     self.options.mode,
                     self.options.cache_dir,
                     self.scratch,
-                    self.tuning(),
+                    self.options.tuning(),
                 )
             if fn is None:  # the JIT path: Dynamo traces on the first call
                 torch._dynamo.reset()
@@ -119,10 +119,6 @@ class Compile(Backend):
         self.tags["inductor_cache_dir"] = str(folder)
         self._record("compile")
         return fn
-
-    def tuning(self) -> dict[str, bool]:
-        """The Inductor settings beyond the mode that change the compiled code (engine-cache keys)."""
-        return {"freezing": self.options.freezing, "coordinate_descent": self.options.coordinate_descent}
 
     def _record(self, when: str) -> None:
         counts = dynamo_counts()

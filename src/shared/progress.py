@@ -24,6 +24,14 @@ CHILD_LOG = "child.log"
 ARTIFACTS = "artifacts"
 START_MODES = ("template", "fresh")  # how a job's child starts: forked by the template, or a new interpreter
 LAUNCHED_AT = "BENCH_LAUNCHED_AT"  # in the child's environment: when the launcher asked for it (Unix time)
+PHASE_TIME = "time_in_{}_s"  # the metric of a phase's wall time
+
+
+def phase_times(metrics: dict[str, float]) -> dict[str, float]:
+    """The phases' wall times among a run's metrics, by phase name."""
+    head, tail = PHASE_TIME.split("{}")
+    found = (k for k in metrics if k.startswith(head) and k.endswith(tail))
+    return {k.removeprefix(head).removesuffix(tail): metrics[k] for k in found}
 
 
 def since_launch() -> float | None:
@@ -45,7 +53,7 @@ class ProgressWriter:
         """The phase entered last, ended: its wall time as the metric `time_in_<phase>_s`."""
         if self._phase:
             name, since = self._phase
-            self._write({"metrics": {f"time_in_{name}_s": time.perf_counter() - since}})
+            self._write({"metrics": {PHASE_TIME.format(name): time.perf_counter() - since}})
             self._phase = None
 
     def __enter__(self) -> ProgressWriter:
