@@ -6,9 +6,9 @@ Runs the search preset (`python -m src.bench +experiment=best OVERRIDES`) twice 
 compile cache (`BENCH_CACHE_DIR` under the store's folder): `cold`, the cache emptied first; then `warm`,
 with `force=true` so that every job is built and measured again (a resumed search would link them
 instead), now from the caches the first one filled (Inductor's FX graphs, autotuning results and Triton
-kernels, the precompiled modules). Prints each sweep's wall time and, per job, its status, build time
-and what the caches gave, the jobs' time by phase (`time_in_<phase>_s`), then the warm/cold ratios; what
-each sweep printed is kept beside the store (`cold.log`, `warm.log`).
+kernels, the precompiled modules). Prints each sweep's wall time and, per job, its status, build time,
+figure and what the caches gave, the jobs' time by phase (`time_in_<phase>_s`), then the warm/cold
+ratios; what each sweep printed is kept beside the store (`cold.log`, `warm.log`).
 OVERRIDES go to both, e.g. a quick look on a CPU:
 
     python benchmarks/search_time.py -- hydra.sweeper.params.model=segresnet \\
@@ -32,7 +32,7 @@ from pathlib import Path
 from src import PROJECT_ROOT
 from src.parent import tracking
 from src.shared.progress import phase_times
-from src.shared.results import JOB
+from src.shared.results import JOB, LATENCY
 
 
 def run_sweep(name: str, store: Path, overrides: list[str]) -> float:
@@ -59,6 +59,7 @@ def jobs(store: Path, name: str) -> dict[str, dict]:
             "status": r.data.tags.get(JOB.status, "?"),
             "build": r.data.metrics.get(JOB.build_time_s),
             "wall": r.data.metrics.get(JOB.job_wall_s, 0.0),
+            "img_s": r.data.metrics.get(LATENCY.throughput_img_s),
             "cache": "/".join(
                 r.data.tags.get(t, "-")[:4] for t in ("inductor_cache", "precompile", "aoti_package_cache")
             ),
@@ -82,14 +83,16 @@ def main() -> int:
         print(f"{name} sweep: {walls[name]:.0f} s", flush=True)  # a run cut short still says this much
     cold, warm = jobs(store, "cold"), jobs(store, "warm")
     print(f"store: {store}")
-    head = "| job | status (cold / warm) | build s cold | build s warm |"
+    head = "| job | status (cold / warm) | build s cold | build s warm | img/s cold / warm |"
     print(f"\n{head} warm caches (Inductor/precompile/package) |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for label in sorted(cold):
         c, w = cold[label], warm.get(label, {})
         fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else "-"  # noqa: E731
         status = f"{c['status']} / {w.get('status', '-')}"
-        print(f"| {label} | {status} | {fmt(c['build'])} | {fmt(w.get('build'))} | {w.get('cache', '-')} |")
+        builds = f"{fmt(c['build'])} | {fmt(w.get('build'))}"
+        speed = f"{fmt(c['img_s'])} / {fmt(w.get('img_s'))}"
+        print(f"| {label} | {status} | {builds} | {speed} | {w.get('cache', '-')} |")
     print("\n| phase (all jobs) | s cold | s warm | warm / cold |")  # where the jobs' time went
     print("| --- | --- | --- | --- |")
     names = dict.fromkeys(p for j in [*cold.values(), *warm.values()] for p in j["phases"])

@@ -63,7 +63,7 @@ class BenchCallback(Callback):
         validate_or_exit([([], config)], single=True)
         check_surroundings(config, Path(config.hydra.run.dir))
         if config.child_start == "template":  # the job runs in this process: its imports start now
-            template_client.warm_template([config.model.name])
+            template_client.warm_template([(config.model.name, config.backend.name)])
         exp_id = self._open_store(config)
         project = os.environ.get(PARENT_ENV)
         if project and self._client.get_run(project).info.experiment_id != exp_id:
@@ -104,7 +104,9 @@ class BenchCallback(Callback):
         if numbers and basic:
             # the jobs run in this process, one after another: its template imports their libraries now
             jobs = [composed[n][1] for n in numbers]
-            template_client.warm_template([cfg.model.name for cfg in jobs if cfg.child_start == "template"])
+            template_client.warm_template(
+                [(cfg.model.name, cfg.backend.name) for cfg in jobs if cfg.child_start == "template"]
+            )
         exp_id = self._open_store(config)
         tags = {
             JOB.kind: "sweep",

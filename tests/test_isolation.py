@@ -212,7 +212,7 @@ def test_a_sweeps_template_imports_its_models_libraries_before_the_first_job(tmp
     libraries at once, without waiting for it; the first job is then forked by that same template."""
     if template_client.Template.current is not None:
         template_client.Template.current.close()
-    template_client.warm_template(["yolo"])
+    template_client.warm_template([("yolo", "eager")])
     template = template_client.Template.current
     assert template is not None
     maps = Path(f"/proc/{template.proc.pid}/maps")
@@ -224,6 +224,35 @@ def test_a_sweeps_template_imports_its_models_libraries_before_the_first_job(tmp
     result = run_in_child(spec, tmp_path / "first", start="template")
     assert result.status is Status.OK and result.tags["child_start"] == "template"
     assert template_client.Template.current.proc.pid == template.proc.pid
+
+
+def loaded(pid: int, library: str) -> bool:
+    return library in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_a_sweeps_template_imports_dynamo_ahead_of_its_compiled_jobs(tmp_path: Path) -> None:
+    """A sweep with `compile` jobs has its template import Dynamo (the backend's `ahead` modules) once its
+    first job is forked, so that no compiled job's child imports it again; never Inductor's `compile_fx`,
+    which opens the GPU driver as torch 2.11 imports it. Seen from outside: cProfile's extension
+    `_lsprof`, which Dynamo imports and neither torch nor Ultralytics does."""
+    names = template_client.job_imports([("yolo", "eager"), ("yolo", "compile")])
+    assert "torch._dynamo" in names and "torch._inductor.compile_fx" not in names
+    assert "torch._dynamo" not in template_client.job_imports([("yolo", "eager")])
+    if template_client.Template.current is not None:
+        template_client.Template.current.close()
+    template_client.warm_template([("yolo", "eager"), ("yolo", "compile")])
+    template = template_client.Template.current
+    assert template is not None
+    pid, deadline = template.proc.pid, time.monotonic() + 120
+    while not loaded(pid, "cv2") and time.monotonic() < deadline:  # the first job's libraries
+        time.sleep(0.2)
+    assert loaded(pid, "cv2") and not loaded(pid, "_lsprof"), "Dynamo imported before the first fork"
+    spec = make_spec(*fault_overrides("sleepy"), *QUICK, "batch_size=2")
+    assert run_in_child(spec, tmp_path / "first", start="template").status is Status.OK
+    deadline = time.monotonic() + 120
+    while not loaded(pid, "_lsprof") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert loaded(pid, "_lsprof"), "the template did not import Dynamo for the sweep's compiled jobs"
 
 
 @contextmanager

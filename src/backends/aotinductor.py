@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 @BACKENDS.register("aotinductor")
 class AOTInductor(Backend):
     imports = ("torch._dynamo", "torch._inductor.compile_fx", "torch.export")
+    ahead = ("torch._dynamo",)  # not compile_fx: torch 2.11's opens the GPU driver
 
     @dataclass(frozen=True)
     class Options(EngineCacheOptions, InductorTuning):

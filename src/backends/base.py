@@ -66,9 +66,11 @@ class Backend(ABC):
     channels_last: ClassVar[bool] = True  # False: the backend cannot take a channels-last input
     tf32: ClassVar[bool] = True  # False: the backend ignores PyTorch's TF32 switches (tf32 must stay default)
     Options: ClassVar[type] = NoOptions
-    # what `prepare` imports: the child imports it before the build is timed. Never the template: a module
-    # that opens the GPU driver when imported (Inductor's can) would leave the template unable to fork
+    # what `prepare` imports: the child imports it before the build is timed
     imports: ClassVar[tuple[str, ...]] = ()
+    # those of `imports` the template imports ahead of the jobs: only modules that do not open the GPU
+    # driver as they are imported (a template holding it cannot fork; torch 2.11's Inductor does open it)
+    ahead: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Any, job: JobSpec) -> None:
         self.options = options

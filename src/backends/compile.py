@@ -59,6 +59,7 @@ def dynamo_counts() -> dict[str, int]:
 @BACKENDS.register("compile")
 class Compile(Backend):
     imports = ("torch._dynamo", "torch._inductor.compile_fx")
+    ahead = ("torch._dynamo",)  # not compile_fx: torch 2.11's opens the GPU driver
 
     @dataclass(frozen=True)
     class Options(CacheDirOption, InductorTuning):

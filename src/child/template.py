@@ -1,4 +1,4 @@
-"""The template process: imports torch and the sweep's model libraries once, never touches a GPU, and forks
+"""The template process: imports torch and the sweep's libraries once, never touches a GPU, and forks
 each job's measuring child from that state (`python -m src.child.template`, started by
 `src/parent/launch.py`, one per launching process).
 
@@ -7,7 +7,7 @@ and process group of its own (the launcher's timeout kills that group), with the
 output in the job's log, and its own CUDA context, made after the fork: the template refuses to fork once it
 holds a GPU driver file (a library that initialised CUDA at import), and the launcher then starts fresh
 interpreters. It only skips what every child would otherwise repeat: starting Python and importing torch,
-torchvision, MONAI or Ultralytics (seconds each, most of a short job's start-up).
+torchvision, MONAI, Ultralytics or Dynamo (seconds each, most of a short job's start-up).
 
 Protocol, one JSON object per line. In (stdin): `{"job_dir", "env", "imports"}` (the job's libraries are
 imported, then it is forked), or `{"imports", "later"}` without a job: the sweep's libraries, sent before

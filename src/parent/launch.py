@@ -3,10 +3,10 @@ child's whole process group when it runs over (the child ends its group itself i
 and turn what the progress file holds (`src/shared/progress.py`) or, when no status line came, the exit code
 and the tail of the child's log, into exactly one `JobResult`.
 
-The child is forked by this process's template (`src/child/template.py`: torch and the job's model libraries
-imported once, no GPU touched) or, with `child_start=fresh` or when the template cannot fork, started as
-`python -m src.child.worker JOB_DIR LAUNCHER_PID`. Either way it runs the same code in a process, session and
-process group of its own; the run's tag `child_start` says which.
+The child is forked by this process's template (`src/child/template.py`: torch, the job's model libraries
+and its backend's `ahead` modules imported once, no GPU touched) or, with `child_start=fresh` or when the
+template cannot fork, started as `python -m src.child.worker JOB_DIR LAUNCHER_PID`. Either way it runs the
+same code in a process, session and process group of its own; the run's tag `child_start` says which.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from src.parent.template_client import (
     Forked,
     TemplateError,
     child_environment,
-    model_imports,
+    job_imports,
 )
 from src.shared.errors import Status
 from src.shared.progress import CHILD_LOG, PROGRESS, SPEC, read_progress
@@ -92,7 +92,9 @@ def _start(spec: JobSpec, job_dir: Path, start: str, deadline: float) -> tuple[C
     how = "fresh"
     if start == "template":
         try:
-            return Forked.start(job_dir, model_imports([spec.model.name]), deadline), "template"
+            return Forked.start(
+                job_dir, job_imports([(spec.model.name, spec.backend.name)]), deadline
+            ), "template"
         except TemplateError as exc:
             how = f"fresh (the template could not fork it: {exc})"
     with (job_dir / CHILD_LOG).open("wb") as log:

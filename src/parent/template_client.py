@@ -30,32 +30,34 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def model_imports(models: Sequence[str]) -> list[str]:
-    """The project's child code and these models' libraries, in order, each once."""
+def job_imports(jobs: Sequence[tuple[str, str]]) -> list[str]:
+    """The project's child code and what these (model, backend) jobs import that the template may import
+    ahead of them: the models' libraries and the backends' `ahead` modules, in order, each once."""
+    from src.backends import BACKENDS
     from src.models import MODELS
 
     names = ["src.child.job"]
-    for model in models:
-        try:
+    for model, backend in jobs:  # an unknown name is the child's to report
+        with contextlib.suppress(Exception):
             names += MODELS.get(model).imports
-        except Exception:  # an unknown model is the child's to report
-            continue
+        with contextlib.suppress(Exception):
+            names += BACKENDS.get(backend).ahead
     return list(dict.fromkeys(names))
 
 
-def warm_template(models: Sequence[str] | None = None) -> None:
+def warm_template(jobs: Sequence[tuple[str, str]] | None = None) -> None:
     """Start this process's template now (its `import torch` runs while this process goes on: validating,
-    opening the store) and have it import what these models' jobs will import, in their order: the first
-    model's libraries at once, the others' once the first job is forked (the first job then waits for
-    none of them, and no later job for an import). None: start it only (the models are not known yet); an
-    empty list: nothing to do. Nothing is forked here; a template that cannot start is the first job's
+    opening the store) and have it import what these (model, backend) jobs will import, in their order:
+    the first job's libraries at once, the others' once the first job is forked (the first job then waits
+    for none of them, and no later job for an import). None: start it only (the jobs are not known yet);
+    an empty list: nothing to do. Nothing is forked here; a template that cannot start is the first job's
     to report."""
-    if Template.down or models == []:
+    if Template.down or jobs == []:
         return
     try:
         template = Template.running()
-        if models:
-            template.send({"imports": model_imports(models[:1]), "later": model_imports(models)})
+        if jobs:
+            template.send({"imports": job_imports(jobs[:1]), "later": job_imports(jobs)})
     except OSError:
         return
 
