@@ -207,27 +207,34 @@ def test_the_template_is_started_again_when_it_has_ended(tmp_path: Path) -> None
     assert template_client.Template.current.proc.pid != old.pid
 
 
+def warmed_template(jobs: list[tuple[str, str]]) -> template_client.Template:
+    """This process's template, started afresh by `warm_template` for these (model, backend) jobs."""
+    if template_client.Template.current is not None:
+        template_client.Template.current.close()
+    template_client.warm_template(jobs)
+    template = template_client.Template.current
+    assert template is not None
+    return template
+
+
+def loaded(template: template_client.Template, library: str, timeout_s: float = 0) -> bool:
+    """Whether the template has `library` mapped, waiting up to `timeout_s` for it."""
+    maps, deadline = Path(f"/proc/{template.proc.pid}/maps"), time.monotonic() + timeout_s
+    while library not in maps.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return library in maps.read_text()
+
+
 def test_a_sweeps_template_imports_its_models_libraries_before_the_first_job(tmp_path: Path) -> None:
     """`warm_template` (called as a sweep starts) starts the template and has it import the sweep's model
     libraries at once, without waiting for it; the first job is then forked by that same template."""
-    if template_client.Template.current is not None:
-        template_client.Template.current.close()
-    template_client.warm_template([("yolo", "eager")])
-    template = template_client.Template.current
-    assert template is not None
-    maps = Path(f"/proc/{template.proc.pid}/maps")
-    deadline = time.monotonic() + 120
-    while "cv2" not in maps.read_text() and time.monotonic() < deadline:  # Ultralytics imports OpenCV
-        time.sleep(0.2)
-    assert "cv2" in maps.read_text(), "the template did not import the YOLO model's libraries"
+    template = warmed_template([("yolo", "eager")])
+    # Ultralytics imports OpenCV
+    assert loaded(template, "cv2", timeout_s=120), "the template did not import the YOLO model's libraries"
     spec = make_spec(*fault_overrides("sleepy"), *QUICK, "batch_size=2")
     result = run_in_child(spec, tmp_path / "first", start="template")
     assert result.status is Status.OK and result.tags["child_start"] == "template"
     assert template_client.Template.current.proc.pid == template.proc.pid
-
-
-def loaded(pid: int, library: str) -> bool:
-    return library in Path(f"/proc/{pid}/maps").read_text()
 
 
 def test_a_sweeps_template_imports_dynamo_ahead_of_its_compiled_jobs(tmp_path: Path) -> None:
@@ -238,21 +245,14 @@ def test_a_sweeps_template_imports_dynamo_ahead_of_its_compiled_jobs(tmp_path: P
     names = template_client.job_imports([("yolo", "eager"), ("yolo", "compile")])
     assert "torch._dynamo" in names and "torch._inductor.compile_fx" not in names
     assert "torch._dynamo" not in template_client.job_imports([("yolo", "eager")])
-    if template_client.Template.current is not None:
-        template_client.Template.current.close()
-    template_client.warm_template([("yolo", "eager"), ("yolo", "compile")])
-    template = template_client.Template.current
-    assert template is not None
-    pid, deadline = template.proc.pid, time.monotonic() + 120
-    while not loaded(pid, "cv2") and time.monotonic() < deadline:  # the first job's libraries
-        time.sleep(0.2)
-    assert loaded(pid, "cv2") and not loaded(pid, "_lsprof"), "Dynamo imported before the first fork"
+    template = warmed_template([("yolo", "eager"), ("yolo", "compile")])
+    first_job = loaded(template, "cv2", timeout_s=120)  # the first job's libraries
+    assert first_job and not loaded(template, "_lsprof"), "Dynamo imported before the first fork"
     spec = make_spec(*fault_overrides("sleepy"), *QUICK, "batch_size=2")
     assert run_in_child(spec, tmp_path / "first", start="template").status is Status.OK
-    deadline = time.monotonic() + 120
-    while not loaded(pid, "_lsprof") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert loaded(pid, "_lsprof"), "the template did not import Dynamo for the sweep's compiled jobs"
+    assert loaded(template, "_lsprof", timeout_s=120), (
+        "the template did not import Dynamo for the sweep's compiled jobs"
+    )
 
 
 @contextmanager
