@@ -3,6 +3,7 @@ match eager, artifacts load, caches are hit on a repeat, what a backend cannot r
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -130,6 +131,44 @@ def test_aotinductor_freezes_the_weights_into_its_package_when_asked(tmp_path: P
     assert names and all(n.startswith("_frozen_param") for n in names), names
     plain.close()
     frozen.close()
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 5, 6, 7), (2, 16, 9, 10)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_groupnorm_from_channel_statistics_is_groupnorm(shape: tuple[int, ...], affine: bool) -> None:
+    """The rewrite behind `gn_channel_stats` computes what `nn.GroupNorm` does (in float64, the reference),
+    on a channels-last input whose values sit far from zero: its variance comes from per-channel
+    statistics, not from sums of squares (PyTorch's own float32 GroupNorm on the CPU is 0.4 off here)."""
+    from src.backends.support.groupnorm import ChannelStatsGroupNorm
+
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(4, shape[1], affine=affine)
+    if affine:
+        torch.nn.init.normal_(norm.weight)
+        torch.nn.init.normal_(norm.bias)
+    fmt = torch.channels_last_3d if len(shape) == 5 else torch.channels_last
+    per_channel = (1, shape[1], *[1] * (len(shape) - 2))
+    means = 300 + torch.arange(shape[1], dtype=torch.float32).view(per_channel)  # they differ in a group
+    x = (torch.randn(shape) * torch.rand(per_channel) + means).to(memory_format=fmt)
+    with torch.no_grad():
+        expected = copy.deepcopy(norm).double()(x.double()).float()
+        torch.testing.assert_close(ChannelStatsGroupNorm(norm)(x), expected, rtol=1e-4, atol=5e-4)
+
+
+def test_a_groupnorm_rewrite_candidate_compiles_segresnet_and_is_unsupported_without_groupnorm(
+    tmp_path: Path,
+) -> None:
+    """The search's candidate, each job in its own child: SegResNet's 25 GroupNorms replaced, its output
+    checked against eager fp32 and the flag in the run's name; DenseNet, which has none, `unsupported`."""
+    settings = ["+candidate=compile_fp16_cl_ro_freezing_gn", "smoke=true", "batch_size=2", "gpu=cpu", *QUICK]
+    settings.append(f"backend.options.cache_dir={tmp_path / 'cache'}")
+    spec = make_spec("model=segresnet", *settings)
+    assert spec.label == "segresnet-compile-reduce-overhead+freezing+gn-channel-stats-fp16-cl-bs2"
+    result = run_in_child(spec, tmp_path / "segresnet")
+    assert result.status is Status.OK, result.reason
+    assert result.tags["gn_channel_stats_replaced"] == "25" and result.tags["parity"] == "pass"
+    result = run_in_child(make_spec("model=densenet", *settings), tmp_path / "densenet")
+    assert result.status is Status.UNSUPPORTED and "has no GroupNorm" in result.reason, result.reason
 
 
 @pytest.mark.parametrize("model_name", ["densenet", "yolo"])

@@ -51,6 +51,7 @@ class AOTInductor(Backend):
         import torch
         from torch._inductor import cpp_builder
 
+        self.tags.update(self.options.rewrite(model))
         folder = use_persistent_caches(self.options.cache_dir)
         self.tags["inductor_cache_dir"] = str(folder)
         o = self.options

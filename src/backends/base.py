@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from src.shared.envinfo import torch_build
+from src.shared.errors import Unsupported
 from src.shared.registry import NoOptions, Registry, parse_options
 from src.shared.spec import PRECISIONS
 
@@ -37,10 +38,30 @@ class InductorTuning:
 
     freezing: bool = False  # Inductor freezing: weights as constants, conv/BN folded at compile time
     coordinate_descent: bool = False  # Inductor's coordinate-descent tuning of Triton kernel settings
+    # GroupNorm computed from per-channel statistics before the model is traced (support/groupnorm.py);
+    # a model without GroupNorm ends `unsupported`
+    gn_channel_stats: bool = False
 
     def tuning(self) -> dict[str, bool]:
-        """These settings by name (engine-cache keys)."""
-        return {"freezing": self.freezing, "coordinate_descent": self.coordinate_descent}
+        """These settings by name (engine-cache keys; the GroupNorm rewrite only when on, so that what
+        was cached before it existed keeps its key)."""
+        named = {"freezing": self.freezing, "coordinate_descent": self.coordinate_descent}
+        return {**named, "gn_channel_stats": True} if self.gn_channel_stats else named
+
+    def rewrite(self, model: torch.nn.Module) -> dict[str, str]:
+        """Apply the model rewrites these settings ask for, in place, before the model is traced; return
+        the run's tags saying what was rewritten. Raises `Unsupported` where a rewrite finds nothing."""
+        if not self.gn_channel_stats:
+            return {}
+        from src.backends.support.groupnorm import use_channel_stats
+
+        replaced = use_channel_stats(model)
+        if not replaced:
+            raise Unsupported(
+                "backend.options.gn_channel_stats=true: the model has no GroupNorm, so the run would "
+                "repeat the one without it"
+            )
+        return {"gn_channel_stats_replaced": str(replaced)}
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,7 @@ class Compile(Backend):
         import torch
         from torch._dynamo.utils import counters
 
+        self.tags.update(self.options.rewrite(model))
         folder = use_persistent_caches(self.options.cache_dir)
         self.tags["inductor_compile_threads"] = str(
             inductor_settings(

@@ -26,6 +26,7 @@ NAMED_FLAGS = {
     "max_autotune": "max-autotune",
     "freezing": "freezing",
     "coordinate_descent": "coordinate-descent",
+    "gn_channel_stats": "gn-channel-stats",
 }
 
 
