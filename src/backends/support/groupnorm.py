@@ -34,18 +34,20 @@ class ChannelStatsGroupNorm(nn.Module):
         n, c = x.shape[:2]
         per_group = (n, self.num_groups, c // self.num_groups)
         spatial = tuple(range(2, x.dim()))
-        var_c, mean_c = torch.var_mean(x.float(), dim=spatial, correction=0)  # (n, c) each
+        wide = x.float()
+        var_c, mean_c = torch.var_mean(wide, dim=spatial, correction=0)  # (n, c) each
         mean_g = mean_c.view(per_group).mean(-1, keepdim=True)
         spread = (mean_c.view(per_group) - mean_g).pow(2)
         var_g = (var_c.view(per_group) + spread).mean(-1, keepdim=True)
         scale = torch.rsqrt(var_g + self.eps).expand(per_group).reshape(n, c)
         shift = -mean_g.expand(per_group).reshape(n, c) * scale
         if self.weight is not None:
-            scale, shift = scale * self.weight.float(), shift * self.weight.float()
+            weight = self.weight.float()
+            scale, shift = scale * weight, shift * weight
         if self.bias is not None:
             shift = shift + self.bias.float()
         shape = (n, c) + (1,) * len(spatial)
-        return (x.float() * scale.view(shape) + shift.view(shape)).to(x.dtype)
+        return (wide * scale.view(shape) + shift.view(shape)).to(x.dtype)
 
 
 def use_channel_stats(model: nn.Module) -> int:
