@@ -38,6 +38,7 @@ from src.shared.results import (
     PARITY,
     PROFILE,
     STABLE,
+    TRACE,
     Stability,
 )
 from src.shared.spec import NAMED_FLAGS, Precision, variant
@@ -73,6 +74,7 @@ def task_title(model: str, task_tag: Any) -> str:
 
 
 SHARES = [*(f"time_{k}_pct" for k in KINDS), PROFILE.idle_pct]  # where the time goes (measure.profile)
+CLOCKS = ["sm_clock_mhz", "clock_limits"]  # the SM clock's mean over the timed window, and what held it down
 COST_COLUMNS = ("usd_per_million_images", "Best USD/M img")  # shown only where a price was set
 
 
@@ -141,6 +143,8 @@ def tidy(df: Any) -> Any:
             "usd_per_million_images": col(f"metrics.{COST.usd_per_million_images}"),
             "peak_pct": col(f"metrics.{COMPUTE.peak_used_pct}"),
             **{share: col(f"metrics.{share}") for share in SHARES},
+            "sm_clock_mhz": col(f"metrics.{TRACE.sm_clock_mean_mhz}"),
+            "clock_limits": col(f"tags.{TRACE.clock_event_reasons}").fillna("-"),
             "stable": col(f"tags.{STABLE.stable}").fillna("-"),
             "config_key": col(f"tags.{JOB.config_key}").fillna(""),
             "run_id": col("run_id"),
@@ -226,6 +230,7 @@ def best_available(t: Any, max_p99_ms: float | None = None) -> Any:
                 "usd_per_million_images": best["usd_per_million_images"],
                 "stable": best["stable"],
                 **{share: best[share] for share in SHARES},
+                **{clock: best[clock] for clock in CLOCKS},
                 "any_batch": max_p99_ms is not None,
                 "run_id": best["run_id"],
             }
@@ -243,7 +248,8 @@ def over_budget(t: Any, best: Any) -> list[str]:
 
 def time_shares(best: Any, wide: Any) -> str:
     """Per row, the best run's profiled window (and the other profiled candidates'): the share of the
-    device's busy time by kind of kernel, and the idle share of the window."""
+    device's busy time by kind of kernel, the idle share of the window, and the SM clock with what held it
+    down (a card at its power limit runs its kernels below its top clock)."""
     import pandas as pd
 
     if best.empty or best[SHARES].isna().all().all():
@@ -257,10 +263,13 @@ def time_shares(best: Any, wide: Any) -> str:
             mark = " (best)" if r["run_id"] == b["run_id"] else ""
             row = {"model": r["model"], "batch": int(r["batch"]), "gpu": r["gpu"]}
             row |= {"configuration": label(r) + mark, "img_s": r["img_s"], "peak_pct": r["peak_pct"]}
-            rows.append(row | {names[s]: r[s] for s in SHARES})
+            clocks = {"SM MHz": r["sm_clock_mhz"], "clock limits": r["clock_limits"]}
+            rows.append(row | {names[s]: r[s] for s in SHARES} | clocks)
     text = (
         "Share of the device's busy time by kind of kernel, and the idle share of the profiled window "
-        '(docs/metrics.md, "Where the time goes"), for each row\'s profiled runs, fastest first.\n\n'
+        '(docs/metrics.md, "Where the time goes"), for each row\'s profiled runs, fastest first; the SM '
+        "clock's mean over the timed window, and the reasons NVML gave for holding it down (`sw_power_cap`: "
+        "at the card's power limit).\n\n"
     )
     return text + markdown(pd.DataFrame(rows))
 
@@ -364,7 +373,7 @@ def wide_table(t: Any) -> Any:
     columns = [*order, "status", "img_s", "img_s_min", "img_s_max", "runs", "spread_pct", "stable"]
     columns += ["speedup_vs_eager_fp32", "p50_ms", "p99_ms", "img_per_j", "img_s_per_plate_w", "tflops"]
     columns += ["peak_pct", "usd_per_million_images", "parity"]
-    columns += ["rel_l2", "smoke", *SHARES, "run_id"]
+    columns += ["rel_l2", "smoke", *SHARES, *CLOCKS, "run_id"]
     return t.sort_values(order)[columns].reset_index(drop=True)
 
 
@@ -445,14 +454,14 @@ def write(
         table.assign(GPU=gpu).to_csv(files[-1], index=False)
     head = _without_absent(headline(t, best))
     parts += ["## Headline: each model across GPUs\n", markdown(head)]
-    shown_best = _without_absent(best.drop(columns=[*SHARES, "any_batch"], errors="ignore"))
+    shown_best = _without_absent(best.drop(columns=[*SHARES, *CLOCKS, "any_batch"], errors="ignore"))
     parts += ["## Best available per model, input, batch size and GPU\n", markdown(shown_best)]
     parts += ["## Where the time goes\n", time_shares(best, wide)]
     batches = report_batch.scaling(wide, label)
     if not batches.empty:
         parts += ["## Largest batch and the knee\n", report_batch.INTRO, markdown(batches)]
         batches.to_csv(out / "max_batch.csv", index=False)
-    parts += ["## Every backend and precision\n", markdown(wide.drop(columns=["run_id", *SHARES]))]
+    parts += ["## Every backend and precision\n", markdown(wide.drop(columns=["run_id", *SHARES, *CLOCKS]))]
     head.to_csv(out / "headline.csv", index=False)
     best.to_csv(out / "best.csv", index=False)
     wide.to_csv(out / "wide.csv", index=False)

@@ -193,6 +193,10 @@ def test_a_compiled_candidate_runs_and_the_report_shows_its_compute_and_time(
     folder = Path(sweep.data.tags["sweep_dir"]) / "report"
     report = (folder / "report.md").read_text()
     assert "## Where the time goes" in report and "(best)" in report
+    shares = report.split("## Where the time goes")[1].split("\n## ")[0]
+    assert "| SM MHz | clock limits |" in shares  # a CPU has neither: its cells read "-"
+    wide = list(csv.DictReader((folder / "wide.csv").open()))
+    assert [(r["sm_clock_mhz"], r["clock_limits"]) for r in wide] == [("", "-")] * len(runs)
     best = (folder / "best.csv").read_text().splitlines()
     assert "tflops" in best[0] and "peak_pct" in best[0]
 
