@@ -204,11 +204,18 @@ def test_onnxruntime_never_runs_a_gpu_job_on_another_provider() -> None:
     [
         (["backend=onnxruntime", "precision=bf16"], "cannot run precision 'bf16'; allowed: fp32, fp16"),
         (["backend=onnxruntime", "channels_last=true"], "cannot take a channels-last input"),
+        (
+            ["model=yolo", "+candidate=compile_fp16_cl_autotune_gn"],  # declared: ModelDef.norms
+            "the model has no GroupNorm, so the run would repeat the one without it (model 'yolo' holds "
+            "BatchNorm2d); allowed: a model with GroupNorm, or the option off",
+        ),
     ],
 )
 def test_each_backend_declares_the_combinations_it_cannot_run(overrides: list[str], message: str) -> None:
     assert message in unsupported_combination(make_spec(*overrides))
     assert unsupported_combination(make_spec("backend=onnxruntime", "precision=fp16")) is None
+    with_groupnorm = make_spec("model=segresnet", "+candidate=compile_fp16_cl_autotune_gn")
+    assert unsupported_combination(with_groupnorm) is None
 
 
 @pytest.mark.slow
@@ -217,6 +224,9 @@ def test_a_declared_combination_is_refused_alone_and_unsupported_in_a_sweep(stor
 
     single = run_bench(["backend=onnxruntime", "channels_last=true", f"tracking.uri={store}"], timeout=300)
     assert single.returncode == 2 and "cannot take a channels-last input" in single.stderr
+    rewrite = ["model=densenet", "+candidate=compile_fp16_cl_ro_freezing_gn", f"tracking.uri={store}"]
+    single = run_bench(rewrite, timeout=300)  # a rewrite of a layer DenseNet does not hold: refused unbuilt
+    assert single.returncode == 2 and "the model has no GroupNorm" in single.stderr
     args = ["-m", "backend=eager,onnxruntime", "precision=bf16", "model=segresnet", "smoke=true", "gpu=cpu"]
     out = run_bench([*args, "batch_size=2", *QUICK, f"tracking.uri={store}"], timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

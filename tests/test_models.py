@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from src import PROJECT_ROOT
@@ -45,6 +46,19 @@ def test_segresnet_segments_with_the_brats_settings() -> None:
     model = MODELS.get("segresnet").build(spec.model)
     assert model.init_filters == 16 and model.blocks_down == (1, 2, 2, 4) and model.blocks_up == (1, 1, 1)
     assert build_and_run("model=segresnet", batch=1).shape == (1, 3, 16, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [("densenet", []), ("yolo", ["model.options.fuse=false"]), ("segresnet", ["smoke=true"])],
+)
+def test_each_model_declares_the_normalisation_layers_its_network_holds(
+    name: str, overrides: list[str]
+) -> None:
+    """`norms` is what the real network holds (YOLO unfused: fused, its BatchNorms are gone)."""
+    model = MODELS.get(name).build(make_spec(f"model={name}", *overrides).model)
+    held = {type(m).__name__ for m in model.modules() if type(m).__module__.startswith("torch.nn.")}
+    assert {layer for layer in held if "Norm" in layer} == MODELS.get(name).norms
 
 
 def test_weights_come_from_a_local_file(tmp_path: Path) -> None:

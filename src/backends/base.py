@@ -48,6 +48,13 @@ class InductorTuning:
         named = {"freezing": self.freezing, "coordinate_descent": self.coordinate_descent}
         return {**named, "gn_channel_stats": True} if self.gn_channel_stats else named
 
+    def rewrites(self) -> dict[str, str]:
+        """The torch.nn layers these settings rewrite, each with why a model without it is unsupported."""
+        if not self.gn_channel_stats:
+            return {}
+        why = "backend.options.gn_channel_stats=true: the model has no GroupNorm, so the run would repeat"
+        return {"GroupNorm": f"{why} the one without it"}
+
     def rewrite(self, model: torch.nn.Module) -> dict[str, str]:
         """Apply the model rewrites these settings ask for, in place, before the model is traced; return
         the run's tags saying what was rewritten. Raises `Unsupported` where a rewrite finds nothing."""
@@ -57,10 +64,7 @@ class InductorTuning:
 
         replaced = use_channel_stats(model)
         if not replaced:
-            raise Unsupported(
-                "backend.options.gn_channel_stats=true: the model has no GroupNorm, so the run would "
-                "repeat the one without it"
-            )
+            raise Unsupported(self.rewrites()["GroupNorm"])
         return {"gn_channel_stats_replaced": str(replaced)}
 
 
@@ -103,6 +107,12 @@ class Backend(ABC):
     @classmethod
     def parse_options(cls, name: str, options: dict[str, Any]) -> Any:
         return parse_options(cls.Options, f"backend '{name}'", options)
+
+    @classmethod
+    def rewrites(cls, options: Any) -> dict[str, str]:
+        """The torch.nn layers (class names) these options rewrite before the build, each with why a
+        model without it is unsupported: a model whose declared `norms` lack it is refused unbuilt."""
+        return options.rewrites() if isinstance(options, InductorTuning) else {}
 
     @classmethod
     def version(cls) -> str:

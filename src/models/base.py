@@ -29,6 +29,9 @@ class ModelDef(ABC):
     task_title: ClassVar[str | None] = None  # the task as the report names it; None: task, capitalised
     variants: ClassVar[tuple[str, ...] | None] = None  # None: any variant `check_variant` accepts
     imports: ClassVar[tuple[str, ...]] = ()  # what `build` imports: the template imports it once per sweep
+    # the torch.nn normalisation layers its network may hold (class names, any options): a backend option
+    # that rewrites a layer the model lacks is refused before the model is built; None: not declared
+    norms: ClassVar[frozenset[str] | None] = None
     Options: ClassVar[type] = NoOptions
 
     @classmethod

@@ -18,6 +18,7 @@ class DenseNet(ModelDef):
     task = "classification"
     imports = ("torchvision.models",)
     variants = ("densenet121", "densenet161", "densenet169", "densenet201")
+    norms = frozenset({"BatchNorm2d"})
 
     @dataclass(frozen=True)
     class Options:

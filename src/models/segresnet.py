@@ -18,6 +18,7 @@ class SegResNet(ModelDef):
     task = "segmentation"
     imports = ("monai.networks.nets",)
     variants = ("segresnet",)
+    norms = frozenset({"GroupNorm"})
 
     @dataclass(frozen=True)
     class Options:

@@ -56,6 +56,7 @@ class Yolo(ModelDef):
     task = "detection"
     imports = ("ultralytics.nn.tasks",)
     task_title = "Object detection"
+    norms = frozenset({"BatchNorm2d"})  # folded into the convolutions with `fuse` (the default)
 
     @dataclass(frozen=True)
     class Options:

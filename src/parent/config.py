@@ -364,7 +364,8 @@ def beyond_max_batch_steps(cfg: DictConfig) -> bool:
 
 
 def unsupported_combination(spec: JobSpec) -> str | None:
-    """Why the job's backend, by its own declaration, cannot run this precision/layout, or None.
+    """Why the job's backend, by its own declaration, cannot run this precision/layout, or rewrite a layer
+    that the model declares it does not hold (`ModelDef.norms`), or None.
 
     A single run asking for such a job is refused as bad input; in a sweep (a grid of backends x settings)
     the job is recorded as `unsupported` with this reason, without building anything.
@@ -378,4 +379,10 @@ def unsupported_combination(spec: JobSpec) -> str | None:
         return f"backend '{name}' cannot take a channels-last input; allowed: channels_last=false"
     if spec.tf32 is not None and not cls.tf32:
         return f"backend '{name}' does not follow PyTorch's TF32 switches; allowed: precision.tf32=null"
+    norms = MODELS.get(spec.model.name).norms
+    for layer, why in cls.rewrites(cls.parse_options(name, spec.backend.options)).items():
+        if norms is not None and layer not in norms:
+            held = ", ".join(sorted(norms)) or "no normalisation layer"
+            allowed = f"allowed: a model with {layer}, or the option off"
+            return f"{why} (model '{spec.model.name}' holds {held}); {allowed}"
     return None
