@@ -159,7 +159,8 @@ def test_a_groupnorm_rewrite_candidate_compiles_segresnet_and_is_unsupported_wit
     tmp_path: Path,
 ) -> None:
     """The search's candidate, each job in its own child: SegResNet's 25 GroupNorms replaced, its output
-    checked against eager fp32 and the flag in the run's name; DenseNet, which has none, `unsupported`."""
+    checked against eager fp32 and the flag in the run's name; DenseNet, which has none, `unsupported` (the
+    child's own check, for a model that declares no `norms`; the Hydra process refuses it earlier)."""
     settings = ["+candidate=compile_fp16_cl_ro_freezing_gn", "smoke=true", "batch_size=2", "gpu=cpu", *QUICK]
     settings.append(f"backend.options.cache_dir={tmp_path / 'cache'}")
     spec = make_spec("model=segresnet", *settings)

@@ -194,7 +194,7 @@ def test_a_compiled_candidate_runs_and_the_report_shows_its_compute_and_time(
     report = (folder / "report.md").read_text()
     assert "## Where the time goes" in report and "(best)" in report
     shares = report.split("## Where the time goes")[1].split("\n## ")[0]
-    assert "| SM MHz | clock limits |" in shares  # a CPU has neither: its cells read "-"
+    assert "| SM MHz | clock limits |" in shares  # a CPU has neither: no clock, no limits ("-")
     wide = list(csv.DictReader((folder / "wide.csv").open()))
     assert [(r["sm_clock_mhz"], r["clock_limits"]) for r in wide] == [("", "-")] * len(runs)
     best = (folder / "best.csv").read_text().splitlines()
